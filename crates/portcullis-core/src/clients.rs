@@ -1,0 +1,232 @@
+//! Registering a client: the rules every entry point (CLI, later the admin API and dynamic
+//! registration) applies, and the secret it generates.
+
+use crate::clock::Clock;
+use crate::domain::{ClientAuthMethod, ClientId, ClientName, GrantType, RedirectUri, ScopeSet};
+use crate::model::{Client, ClientSecretRecord, TokenSettings};
+use crate::random::{self, Random, RandomUnavailable};
+use crate::secret::PlainToken;
+use crate::store::{ClientStore, StoreError};
+
+/// What an operator asks for, already parsed into domain types.
+#[derive(Clone, Debug)]
+pub struct ClientRegistration {
+    pub name: ClientName,
+    pub redirect_uris: Vec<RedirectUri>,
+    pub post_logout_redirect_uris: Vec<RedirectUri>,
+    pub grant_types: Vec<GrantType>,
+    pub auth_method: ClientAuthMethod,
+    pub allowed_scopes: ScopeSet,
+    pub first_party: bool,
+    pub token_settings: TokenSettings,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("a client needs at least one grant type")]
+    NoGrantType,
+    #[error("the authorization_code grant needs at least one redirect URI")]
+    NoRedirectUri,
+    #[error("redirect URIs are only used by the authorization_code grant")]
+    RedirectUriWithoutCodeGrant,
+    #[error("the refresh_token grant needs the authorization_code grant")]
+    RefreshWithoutCode,
+    #[error("client_credentials needs a confidential client (auth method other than none)")]
+    PublicClientCredentials,
+    #[error("a public client (auth method none) cannot be first-party: it cannot prove who it is")]
+    PublicFirstParty,
+}
+
+impl ClientRegistration {
+    /// Rules that span several fields.
+    pub fn check(&self) -> Result<(), RegistrationError> {
+        let has = |g| self.grant_types.contains(&g);
+        if self.grant_types.is_empty() {
+            return Err(RegistrationError::NoGrantType);
+        }
+        if has(GrantType::AuthorizationCode) && self.redirect_uris.is_empty() {
+            return Err(RegistrationError::NoRedirectUri);
+        }
+        let any_uri = !self.redirect_uris.is_empty() || !self.post_logout_redirect_uris.is_empty();
+        if any_uri && !has(GrantType::AuthorizationCode) {
+            return Err(RegistrationError::RedirectUriWithoutCodeGrant);
+        }
+        if has(GrantType::RefreshToken) && !has(GrantType::AuthorizationCode) {
+            return Err(RegistrationError::RefreshWithoutCode);
+        }
+        if has(GrantType::ClientCredentials) && !self.auth_method.is_confidential() {
+            return Err(RegistrationError::PublicClientCredentials);
+        }
+        if self.first_party && !self.auth_method.is_confidential() {
+            return Err(RegistrationError::PublicFirstParty);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Invalid(#[from] RegistrationError),
+    #[error(transparent)]
+    Random(#[from] RandomUnavailable),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A client just created, with its secret in the clear: the only time it is ever seen.
+#[derive(Debug)]
+pub struct RegisteredClient {
+    pub client: Client,
+    pub secret: Option<PlainToken>,
+}
+
+pub fn register_client(
+    store: &dyn ClientStore,
+    rng: &dyn Random,
+    clock: &dyn Clock,
+    registration: ClientRegistration,
+) -> Result<RegisteredClient, RegisterError> {
+    registration.check()?;
+    let now = clock.now();
+    let millis = u64::try_from(now.as_secs())
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let mut grant_types = registration.grant_types;
+    grant_types.sort();
+    grant_types.dedup();
+    let client = Client {
+        id: ClientId::from_uuid(random::uuid_v7(rng, millis)?),
+        name: registration.name,
+        redirect_uris: registration.redirect_uris,
+        post_logout_redirect_uris: registration.post_logout_redirect_uris,
+        grant_types,
+        auth_method: registration.auth_method,
+        allowed_scopes: registration.allowed_scopes,
+        first_party: registration.first_party,
+        require_pkce: true,
+        token_settings: registration.token_settings,
+        created_at: now,
+        updated_at: now,
+    };
+    let secret = if client.auth_method.is_confidential() {
+        Some(PlainToken::generate(rng)?)
+    } else {
+        None
+    };
+    let record = match &secret {
+        Some(s) => Some(ClientSecretRecord {
+            id: random::uuid_v7(rng, millis)?,
+            hash: s.hash(),
+            created_at: now,
+            expires_at: None,
+        }),
+        None => None,
+    };
+    store.create_client(&client, record.as_ref())?;
+    Ok(RegisteredClient { client, secret })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Scope;
+    use crate::testing::{FixedClock, MemoryStore, SeededRandom};
+
+    fn registration() -> ClientRegistration {
+        ClientRegistration {
+            name: ClientName::parse("Example App").unwrap(),
+            redirect_uris: vec![RedirectUri::parse("https://rp1.test/cb").unwrap()],
+            post_logout_redirect_uris: vec![],
+            grant_types: vec![GrantType::RefreshToken, GrantType::AuthorizationCode],
+            auth_method: ClientAuthMethod::ClientSecretBasic,
+            allowed_scopes: ScopeSet::from_scopes([Scope::parse("openid").unwrap()]),
+            first_party: false,
+            token_settings: TokenSettings::default(),
+        }
+    }
+
+    #[test]
+    fn confidential_client_gets_a_secret_stored_only_as_its_hash() {
+        let store = MemoryStore::default();
+        let (rng, clock) = (SeededRandom::new(1), FixedClock::at(1_800_000_000));
+        let made = register_client(&store, &rng, &clock, registration()).unwrap();
+        let secret = made.secret.unwrap();
+        let stored = store.find_client(&made.client.id).unwrap().unwrap();
+        assert_eq!(stored, made.client);
+        assert_eq!(
+            stored.grant_types,
+            [GrantType::AuthorizationCode, GrantType::RefreshToken]
+        );
+        assert!(stored.require_pkce);
+        let secrets = store.secrets_of(&made.client.id);
+        assert_eq!(secrets.len(), 1);
+        assert!(secrets[0].hash.matches(secret.reveal()));
+        assert_ne!(secrets[0].hash.as_str(), secret.reveal());
+        // A UUIDv7 id carries the creation time.
+        let uuid = uuid::Uuid::parse_str(made.client.id.as_str()).unwrap();
+        assert_eq!(uuid.get_version_num(), 7);
+    }
+
+    #[test]
+    fn public_client_gets_no_secret() {
+        let store = MemoryStore::default();
+        let mut reg = registration();
+        reg.auth_method = ClientAuthMethod::None;
+        let made = register_client(&store, &SeededRandom::new(2), &FixedClock::at(0), reg).unwrap();
+        assert!(made.secret.is_none());
+        assert!(store.secrets_of(&made.client.id).is_empty());
+    }
+
+    #[test]
+    fn duplicate_names_conflict() {
+        let store = MemoryStore::default();
+        let (rng, clock) = (SeededRandom::new(3), FixedClock::at(0));
+        register_client(&store, &rng, &clock, registration()).unwrap();
+        let err = register_client(&store, &rng, &clock, registration()).unwrap_err();
+        assert!(
+            matches!(err, RegisterError::Store(StoreError::Conflict(_))),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn cross_field_rules() {
+        let check = |edit: fn(&mut ClientRegistration), expected: RegistrationError| {
+            let mut reg = registration();
+            edit(&mut reg);
+            assert_eq!(reg.check(), Err(expected));
+        };
+        check(|r| r.grant_types.clear(), RegistrationError::NoGrantType);
+        check(
+            |r| r.redirect_uris.clear(),
+            RegistrationError::NoRedirectUri,
+        );
+        check(
+            |r| r.grant_types = vec![GrantType::ClientCredentials],
+            RegistrationError::RedirectUriWithoutCodeGrant,
+        );
+        check(
+            |r| {
+                r.redirect_uris.clear();
+                r.grant_types = vec![GrantType::RefreshToken, GrantType::ClientCredentials];
+            },
+            RegistrationError::RefreshWithoutCode,
+        );
+        check(
+            |r| {
+                r.redirect_uris.clear();
+                r.grant_types = vec![GrantType::ClientCredentials];
+                r.auth_method = ClientAuthMethod::None;
+            },
+            RegistrationError::PublicClientCredentials,
+        );
+        check(
+            |r| {
+                r.auth_method = ClientAuthMethod::None;
+                r.first_party = true;
+            },
+            RegistrationError::PublicFirstParty,
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! Portcullis core: domain types, protocol logic and the store traits.
+//!
+//! This crate knows no HTTP, no SQL and no HTML (a test in `tests/it` checks the dependency
+//! graph). Time and randomness come in through [`Clock`] and [`Random`] so that every rule here
+//! can be unit-tested with a fixed clock and a seeded generator.
+
+pub mod bootstrap;
+pub mod clients;
+pub mod clock;
+pub mod domain;
+pub mod model;
+pub mod password;
+pub mod random;
+pub mod secret;
+pub mod store;
+
+#[cfg(test)]
+mod testing;
+
+pub use clock::{Clock, SystemClock, UnixTime};
+pub use random::{OsRandom, Random, RandomUnavailable};

@@ -1,0 +1,74 @@
+//! The store traits: one per aggregate, implemented by `portcullis-storage` (diesel on SQLite
+//! and PostgreSQL) and by an in-memory fake in unit tests. Absence is `Ok(None)`; the error
+//! type is this crate's, never the database driver's.
+
+use crate::clock::UnixTime;
+use crate::domain::{ClientId, Username};
+use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserStatus};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken; the text names the thing, e.g. "a user named alice".
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// Something referred to does not exist, e.g. "role auditor".
+    #[error("{0} does not exist")]
+    MissingReference(String),
+    /// The database cannot be reached or is overloaded; worth retrying later.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A stored value no longer parses: a bug or tampering, never shown to clients.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// Any other database failure.
+    #[error("the database failed")]
+    Backend(#[source] BoxError),
+}
+
+pub trait UserStore: Send + Sync {
+    /// Creates a user with the given roles, all or nothing. The roles must exist.
+    fn create_user(&self, user: &NewUser, roles: &[RoleName]) -> Result<(), StoreError>;
+
+    /// Creates `user` as an administrator if, and only if, there is no user at all yet.
+    /// Returns whether it did. Safe when several nodes start at once.
+    fn create_initial_admin(&self, user: &NewUser) -> Result<bool, StoreError>;
+
+    fn find_user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
+
+    /// Users ordered by username, after `after`, at most `limit`.
+    fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError>;
+
+    /// Returns false when there is no such user.
+    fn set_user_status(
+        &self,
+        username: &Username,
+        status: UserStatus,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+}
+
+pub trait ClientStore: Send + Sync {
+    /// Creates a client and, for a confidential one, its first secret, all or nothing.
+    fn create_client(
+        &self,
+        client: &Client,
+        secret: Option<&ClientSecretRecord>,
+    ) -> Result<(), StoreError>;
+
+    fn find_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
+
+    /// Clients ordered by id, after `after`, at most `limit`.
+    fn list_clients(&self, after: Option<&ClientId>, limit: u32)
+    -> Result<Vec<Client>, StoreError>;
+
+    /// Deletes a client with its secrets and everything issued to it. Returns false when
+    /// there is no such client.
+    fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError>;
+}
+
+/// Whether the database answers; `/readyz` asks.
+pub trait HealthCheck: Send + Sync {
+    fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,210 @@
+//! Deterministic clock and generator, and an in-memory store, for unit tests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::clock::{Clock, UnixTime};
+use crate::domain::{ClientId, Username};
+use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserStatus};
+use crate::random::{Random, RandomUnavailable};
+use crate::store::{ClientStore, StoreError, UserStore};
+
+pub struct FixedClock(pub AtomicI64);
+
+impl FixedClock {
+    pub fn at(secs: i64) -> Self {
+        Self(AtomicI64::new(secs))
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> UnixTime {
+        UnixTime::from_secs(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// splitmix64: deterministic, and plenty for tests.
+pub struct SeededRandom(AtomicU64);
+
+impl SeededRandom {
+    pub fn new(seed: u64) -> Self {
+        Self(AtomicU64::new(seed))
+    }
+}
+
+impl Random for SeededRandom {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), RandomUnavailable> {
+        for chunk in dest.chunks_mut(8) {
+            let mut z = self
+                .0
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst)
+                .wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    users: Mutex<BTreeMap<String, User>>,
+    clients: Mutex<BTreeMap<String, (Client, Vec<ClientSecretRecord>)>>,
+}
+
+impl MemoryStore {
+    pub fn secrets_of(&self, id: &ClientId) -> Vec<ClientSecretRecord> {
+        self.clients
+            .lock()
+            .map(|c| c.get(id.as_str()).map(|e| e.1.clone()).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+fn user_from(new: &NewUser, roles: &[RoleName]) -> User {
+    User {
+        id: new.id,
+        username: new.username.clone(),
+        email: new.email.clone(),
+        display_name: new.display_name.clone(),
+        status: UserStatus::Active,
+        password_hash: new.password_hash.clone(),
+        password_change_required: new.password_change_required,
+        totp_enabled: false,
+        roles: roles.to_vec(),
+        created_at: new.created_at,
+        updated_at: new.created_at,
+    }
+}
+
+impl UserStore for MemoryStore {
+    fn create_user(&self, user: &NewUser, roles: &[RoleName]) -> Result<(), StoreError> {
+        let mut users = self
+            .users
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        if users.contains_key(user.username.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "a user named {}",
+                user.username
+            )));
+        }
+        users.insert(user.username.as_str().to_owned(), user_from(user, roles));
+        Ok(())
+    }
+
+    fn create_initial_admin(&self, user: &NewUser) -> Result<bool, StoreError> {
+        let mut users = self
+            .users
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        if !users.is_empty() {
+            return Ok(false);
+        }
+        users.insert(
+            user.username.as_str().to_owned(),
+            user_from(user, &[RoleName::admin()]),
+        );
+        Ok(true)
+    }
+
+    fn find_user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
+        let users = self
+            .users
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(users.get(username.as_str()).cloned())
+    }
+
+    fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let users = self
+            .users
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(users
+            .values()
+            .filter(|u| after.is_none_or(|a| u.username.as_str() > a.as_str()))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    fn set_user_status(
+        &self,
+        username: &Username,
+        status: UserStatus,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut users = self
+            .users
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(users
+            .get_mut(username.as_str())
+            .map(|u| {
+                u.status = status;
+                u.updated_at = now;
+            })
+            .is_some())
+    }
+}
+
+impl ClientStore for MemoryStore {
+    fn create_client(
+        &self,
+        client: &Client,
+        secret: Option<&ClientSecretRecord>,
+    ) -> Result<(), StoreError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        if clients.values().any(|(c, _)| c.name == client.name) {
+            return Err(StoreError::Conflict(format!(
+                "a client named {}",
+                client.name
+            )));
+        }
+        clients.insert(
+            client.id.as_str().to_owned(),
+            (client.clone(), secret.into_iter().cloned().collect()),
+        );
+        Ok(())
+    }
+
+    fn find_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        let clients = self
+            .clients
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(clients.get(id.as_str()).map(|e| e.0.clone()))
+    }
+
+    fn list_clients(
+        &self,
+        after: Option<&ClientId>,
+        limit: u32,
+    ) -> Result<Vec<Client>, StoreError> {
+        let clients = self
+            .clients
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(clients
+            .values()
+            .filter(|(c, _)| after.is_none_or(|a| c.id.as_str() > a.as_str()))
+            .take(limit as usize)
+            .map(|e| e.0.clone())
+            .collect())
+    }
+
+    fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(clients.remove(id.as_str()).is_some())
+    }
+}

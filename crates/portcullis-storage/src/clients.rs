@@ -1,0 +1,200 @@
+//! Clients and their secrets.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use portcullis_core::UnixTime;
+use portcullis_core::domain::{
+    ClientAuthMethod, ClientId, ClientName, GrantType, InvalidInput, RedirectUri, ScopeSet,
+};
+use portcullis_core::model::{Client, ClientSecretRecord, TokenSettings};
+use portcullis_core::store::{ClientStore, StoreError};
+
+use crate::DieselStore;
+use crate::db::write_tx;
+use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
+use crate::schema::{client_secrets, clients};
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = clients)]
+struct ClientRow {
+    id: String,
+    name: String,
+    redirect_uris: String,
+    post_logout_redirect_uris: String,
+    grant_types: String,
+    auth_method: String,
+    allowed_scopes: String,
+    first_party: bool,
+    require_pkce: bool,
+    access_token_ttl: i64,
+    id_token_ttl: i64,
+    refresh_token_ttl: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn json_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    serde_json::Value::Array(
+        items
+            .map(|s| serde_json::Value::String(s.to_owned()))
+            .collect(),
+    )
+    .to_string()
+}
+
+fn parse_list<T>(
+    column: &str,
+    raw: &str,
+    parse: fn(&str) -> Result<T, InvalidInput>,
+) -> Result<Vec<T>, StoreError> {
+    let items: Vec<String> = serde_json::from_str(raw).map_err(|e| corrupt(column, e))?;
+    items
+        .iter()
+        .map(|s| parse(s).map_err(|e| corrupt(column, e)))
+        .collect()
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn duration(column: &str, secs: i64) -> Result<Duration, StoreError> {
+    u64::try_from(secs)
+        .map(Duration::from_secs)
+        .map_err(|e| corrupt(column, e))
+}
+
+impl ClientRow {
+    fn from(c: &Client) -> Self {
+        Self {
+            id: c.id.as_str().to_owned(),
+            name: c.name.as_str().to_owned(),
+            redirect_uris: json_list(c.redirect_uris.iter().map(RedirectUri::as_str)),
+            post_logout_redirect_uris: json_list(
+                c.post_logout_redirect_uris.iter().map(RedirectUri::as_str),
+            ),
+            grant_types: json_list(c.grant_types.iter().map(|g| g.as_str())),
+            auth_method: c.auth_method.as_str().to_owned(),
+            allowed_scopes: c.allowed_scopes.to_string(),
+            first_party: c.first_party,
+            require_pkce: c.require_pkce,
+            access_token_ttl: secs(c.token_settings.access_token_ttl),
+            id_token_ttl: secs(c.token_settings.id_token_ttl),
+            refresh_token_ttl: secs(c.token_settings.refresh_token_ttl),
+            created_at: c.created_at.as_secs(),
+            updated_at: c.updated_at.as_secs(),
+        }
+    }
+
+    fn into_client(self) -> Result<Client, StoreError> {
+        Ok(Client {
+            id: ClientId::parse(&self.id).map_err(|e| corrupt("clients.id", e))?,
+            name: ClientName::parse(&self.name).map_err(|e| corrupt("clients.name", e))?,
+            redirect_uris: parse_list(
+                "clients.redirect_uris",
+                &self.redirect_uris,
+                RedirectUri::parse,
+            )?,
+            post_logout_redirect_uris: parse_list(
+                "clients.post_logout_redirect_uris",
+                &self.post_logout_redirect_uris,
+                RedirectUri::parse,
+            )?,
+            grant_types: parse_list("clients.grant_types", &self.grant_types, GrantType::parse)?,
+            auth_method: ClientAuthMethod::parse(&self.auth_method)
+                .map_err(|e| corrupt("clients.auth_method", e))?,
+            allowed_scopes: ScopeSet::parse(&self.allowed_scopes)
+                .map_err(|e| corrupt("clients.allowed_scopes", e))?,
+            first_party: self.first_party,
+            require_pkce: self.require_pkce,
+            token_settings: TokenSettings {
+                access_token_ttl: duration("clients.access_token_ttl", self.access_token_ttl)?,
+                id_token_ttl: duration("clients.id_token_ttl", self.id_token_ttl)?,
+                refresh_token_ttl: duration("clients.refresh_token_ttl", self.refresh_token_ttl)?,
+            },
+            created_at: UnixTime::from_secs(self.created_at),
+            updated_at: UnixTime::from_secs(self.updated_at),
+        })
+    }
+}
+
+impl ClientStore for DieselStore {
+    fn create_client(
+        &self,
+        client: &Client,
+        secret: Option<&ClientSecretRecord>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            diesel::insert_into(clients::table)
+                .values(ClientRow::from(client))
+                .execute(conn)
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        TxError::Store(StoreError::Conflict(format!(
+                            "a client named {}",
+                            client.name
+                        )))
+                    } else {
+                        TxError::Diesel(e)
+                    }
+                })?;
+            if let Some(secret) = secret {
+                diesel::insert_into(client_secrets::table)
+                    .values((
+                        client_secrets::id.eq(secret.id.hyphenated().to_string()),
+                        client_secrets::client_id.eq(client.id.as_str()),
+                        client_secrets::secret_hash.eq(secret.hash.as_str()),
+                        client_secrets::created_at.eq(secret.created_at.as_secs()),
+                        client_secrets::expires_at.eq(secret.expires_at.map(UnixTime::as_secs)),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
+        .map_err(|e: TxError| StoreError::from(e))
+    }
+
+    fn find_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        let mut conn = self.conn()?;
+        clients::table
+            .find(id.as_str())
+            .select(ClientRow::as_select())
+            .first(&mut conn)
+            .optional()
+            .map_err(from_diesel)?
+            .map(ClientRow::into_client)
+            .transpose()
+    }
+
+    fn list_clients(
+        &self,
+        after: Option<&ClientId>,
+        limit: u32,
+    ) -> Result<Vec<Client>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut query = clients::table
+            .select(ClientRow::as_select())
+            .order(clients::id)
+            .limit(i64::from(limit))
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(clients::id.gt(after.as_str()));
+        }
+        query
+            .load(&mut conn)
+            .map_err(from_diesel)?
+            .into_iter()
+            .map(ClientRow::into_client)
+            .collect()
+    }
+
+    fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let deleted = diesel::delete(clients::table.find(id.as_str()))
+            .execute(&mut conn)
+            .map_err(from_diesel)?;
+        Ok(deleted > 0)
+    }
+}

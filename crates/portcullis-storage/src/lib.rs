@@ -1,0 +1,66 @@
+//! Portcullis storage: diesel on SQLite and PostgreSQL behind core's store traits.
+//!
+//! One code base serves both backends through [`db::DbConnection`] (a diesel
+//! `MultiConnection`); the database URL's scheme picks one. Only SQL that both share is used:
+//! text UUIDs, `BIGINT` epoch seconds, JSON arrays in text.
+
+mod clients;
+pub mod db;
+mod error;
+pub mod schema;
+#[cfg(feature = "test-db")]
+pub mod test_db;
+mod users;
+
+use std::sync::Arc;
+
+use portcullis_core::store::{ClientStore, HealthCheck, StoreError, UserStore};
+
+pub use db::{Database, DatabaseUrl, InvalidDatabaseUrl, OpenError, PoolOptions, redact_url};
+
+/// The diesel implementation of every store trait, over one pool.
+#[derive(Clone, Debug)]
+pub struct DieselStore {
+    db: Database,
+}
+
+impl DieselStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    fn conn(&self) -> Result<db::PooledConnection, StoreError> {
+        self.db
+            .conn()
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+}
+
+impl HealthCheck for DieselStore {
+    fn ping(&self) -> Result<(), StoreError> {
+        db::ping(&mut *self.conn()?).map_err(error::from_diesel)
+    }
+}
+
+/// The stores as trait objects, for composition in the web crate.
+#[derive(Clone)]
+pub struct Stores {
+    pub users: Arc<dyn UserStore>,
+    pub clients: Arc<dyn ClientStore>,
+    pub health: Arc<dyn HealthCheck>,
+}
+
+impl Stores {
+    pub fn new(store: DieselStore) -> Self {
+        let store = Arc::new(store);
+        Self {
+            users: store.clone(),
+            clients: store.clone(),
+            health: store,
+        }
+    }
+}

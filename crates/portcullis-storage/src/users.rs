@@ -1,0 +1,238 @@
+//! Users and their roles.
+
+use diesel::prelude::*;
+use portcullis_core::UnixTime;
+use portcullis_core::domain::{DisplayName, Email, Username};
+use portcullis_core::model::{NewUser, RoleName, User, UserId, UserStatus};
+use portcullis_core::password::PasswordHash;
+use portcullis_core::store::{StoreError, UserStore};
+
+use crate::DieselStore;
+use crate::db::{DbConnection, write_tx};
+use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
+use crate::schema::{roles, user_roles, users};
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: String,
+    username: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    password_hash: Option<String>,
+    password_change_required: bool,
+    status: String,
+    totp_enabled_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+struct NewUserRow<'a> {
+    id: String,
+    username: &'a str,
+    email: Option<&'a str>,
+    email_verified: bool,
+    display_name: Option<&'a str>,
+    password_hash: Option<&'a str>,
+    password_change_required: bool,
+    status: &'static str,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl<'a> NewUserRow<'a> {
+    fn from(user: &'a NewUser) -> Self {
+        Self {
+            id: user.id.to_string(),
+            username: user.username.as_str(),
+            email: user.email.as_ref().map(Email::as_str),
+            email_verified: false,
+            display_name: user.display_name.as_ref().map(DisplayName::as_str),
+            password_hash: user.password_hash.as_ref().map(PasswordHash::as_str),
+            password_change_required: user.password_change_required,
+            status: UserStatus::Active.as_str(),
+            created_at: user.created_at.as_secs(),
+            updated_at: user.created_at.as_secs(),
+        }
+    }
+}
+
+impl UserRow {
+    fn into_user(self, roles: Vec<RoleName>) -> Result<User, StoreError> {
+        Ok(User {
+            id: UserId(uuid::Uuid::parse_str(&self.id).map_err(|e| corrupt("users.id", e))?),
+            username: Username::parse(&self.username).map_err(|e| corrupt("users.username", e))?,
+            email: self
+                .email
+                .as_deref()
+                .map(Email::parse)
+                .transpose()
+                .map_err(|e| corrupt("users.email", e))?,
+            display_name: self
+                .display_name
+                .as_deref()
+                .map(DisplayName::parse)
+                .transpose()
+                .map_err(|e| corrupt("users.display_name", e))?,
+            status: UserStatus::parse(&self.status).map_err(|e| corrupt("users.status", e))?,
+            password_hash: self.password_hash.map(PasswordHash::from_stored),
+            password_change_required: self.password_change_required,
+            totp_enabled: self.totp_enabled_at.is_some(),
+            roles,
+            created_at: UnixTime::from_secs(self.created_at),
+            updated_at: UnixTime::from_secs(self.updated_at),
+        })
+    }
+}
+
+/// The roles of each of `ids`, in one query.
+fn roles_of(conn: &mut DbConnection, ids: &[&str]) -> Result<Vec<(String, RoleName)>, StoreError> {
+    let rows: Vec<(String, String)> = user_roles::table
+        .inner_join(roles::table)
+        .filter(user_roles::user_id.eq_any(ids))
+        .select((user_roles::user_id, roles::name))
+        .order((user_roles::user_id, roles::name))
+        .load(conn)
+        .map_err(from_diesel)?;
+    rows.into_iter()
+        .map(|(id, name)| {
+            Ok((
+                id,
+                RoleName::parse(&name).map_err(|e| corrupt("roles.name", e))?,
+            ))
+        })
+        .collect()
+}
+
+fn with_roles(conn: &mut DbConnection, rows: Vec<UserRow>) -> Result<Vec<User>, StoreError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let links = if ids.is_empty() {
+        Vec::new()
+    } else {
+        roles_of(conn, &ids)?
+    };
+    rows.into_iter()
+        .map(|row| {
+            let mine = links
+                .iter()
+                .filter(|(id, _)| *id == row.id)
+                .map(|(_, r)| r.clone())
+                .collect();
+            row.into_user(mine)
+        })
+        .collect()
+}
+
+fn insert_user(conn: &mut DbConnection, user: &NewUser) -> Result<(), TxError> {
+    diesel::insert_into(users::table)
+        .values(NewUserRow::from(user))
+        .execute(conn)
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                TxError::Store(StoreError::Conflict(format!(
+                    "a user named {}",
+                    user.username
+                )))
+            } else {
+                TxError::Diesel(e)
+            }
+        })?;
+    Ok(())
+}
+
+fn grant_roles(conn: &mut DbConnection, user: &NewUser, names: &[RoleName]) -> Result<(), TxError> {
+    let mut names = names.to_vec();
+    names.sort();
+    names.dedup();
+    for name in &names {
+        let role_id: Option<String> = roles::table
+            .filter(roles::name.eq(name.as_str()))
+            .select(roles::id)
+            .first(conn)
+            .optional()?;
+        let role_id =
+            role_id.ok_or_else(|| StoreError::MissingReference(format!("role {name}")))?;
+        diesel::insert_into(user_roles::table)
+            .values((
+                user_roles::user_id.eq(user.id.to_string()),
+                user_roles::role_id.eq(role_id),
+                user_roles::created_at.eq(user.created_at.as_secs()),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+impl UserStore for DieselStore {
+    fn create_user(&self, user: &NewUser, roles: &[RoleName]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            insert_user(conn, user)?;
+            grant_roles(conn, user, roles)
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn create_initial_admin(&self, user: &NewUser) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL needs a lock so
+            // that two nodes starting at once cannot both see an empty table.
+            if let DbConnection::Pg(_) = conn {
+                diesel::sql_query("SELECT pg_advisory_xact_lock(7543022)").execute(conn)?;
+            }
+            let count: i64 = users::table.count().get_result(conn)?;
+            if count > 0 {
+                return Ok(false);
+            }
+            insert_user(conn, user)?;
+            grant_roles(conn, user, &[RoleName::admin()])?;
+            Ok(true)
+        })
+        .map_err(|e: TxError| StoreError::from(e))
+    }
+
+    fn find_user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
+        let mut conn = self.conn()?;
+        let row = users::table
+            .filter(users::username.eq(username.as_str()))
+            .select(UserRow::as_select())
+            .first(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        Ok(with_roles(&mut conn, row.into_iter().collect())?.pop())
+    }
+
+    fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut query = users::table
+            .select(UserRow::as_select())
+            .order(users::username)
+            .limit(i64::from(limit))
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(users::username.gt(after.as_str()));
+        }
+        let rows = query.load(&mut conn).map_err(from_diesel)?;
+        with_roles(&mut conn, rows)
+    }
+
+    fn set_user_status(
+        &self,
+        username: &Username,
+        status: UserStatus,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let changed = diesel::update(users::table.filter(users::username.eq(username.as_str())))
+            .set((
+                users::status.eq(status.as_str()),
+                users::updated_at.eq(now.as_secs()),
+            ))
+            .execute(&mut conn)
+            .map_err(from_diesel)?;
+        Ok(changed > 0)
+    }
+}

@@ -1,0 +1,15 @@
+DROP TABLE audit_events;
+DROP TABLE api_keys;
+DROP TABLE signing_keys;
+DROP TABLE revoked_tokens;
+DROP TABLE refresh_tokens;
+DROP TABLE authorization_codes;
+DROP TABLE grants;
+DROP TABLE consents;
+DROP TABLE login_sessions;
+DROP TABLE client_secrets;
+DROP TABLE clients;
+DROP TABLE user_roles;
+DROP TABLE roles;
+DROP TABLE user_recovery_codes;
+DROP TABLE users;
