@@ -1,1 +1,17 @@
-fn main() {}
+//! End-to-end tests: the real server on 127.0.0.1:0 with a fresh database (SQLite, or
+//! PostgreSQL when `PORTCULLIS_TEST_POSTGRES_URL` is set), driven over HTTP, and the real
+//! `portcullis` binary driven as an operator would.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod architecture;
+mod cli;
+mod config_doc;
+mod health;
+mod helpers;
+mod serve;

@@ -2,10 +2,11 @@
 
 use crate::clock::Clock;
 use crate::domain::Username;
-use crate::model::{NewUser, UserId};
+use crate::model::NewUser;
 use crate::password::{HashError, Password, PasswordHasher};
-use crate::random::{self, Random, RandomUnavailable};
+use crate::random::{Random, RandomUnavailable};
 use crate::store::{StoreError, UserStore};
+use crate::users::new_user_id;
 
 /// The administrator just created. `generated_password` is set when the password was made up
 /// here; it must be shown to the operator once and is never stored in the clear.
@@ -34,28 +35,27 @@ pub fn ensure_initial_admin(
     rng: &dyn Random,
     clock: &dyn Clock,
     username: Username,
-    configured: Option<Password>,
+    configured: Option<&Password>,
 ) -> Result<Option<InitialAdmin>, BootstrapError> {
     // The cheap check first, so that a restart does not pay for a bcrypt hash.
     if !users.list_users(None, 1)?.is_empty() {
         return Ok(None);
     }
-    let (password, generated) = match configured {
-        Some(p) => (p, false),
-        None => (Password::generate(rng)?, true),
+    let generated = match configured {
+        Some(_) => None,
+        None => Some(Password::generate(rng)?),
     };
-    let now = clock.now();
-    let millis = u64::try_from(now.as_secs())
-        .unwrap_or(0)
-        .saturating_mul(1000);
+    let Some(password) = configured.or(generated.as_ref()) else {
+        return Ok(None);
+    };
     let user = NewUser {
-        id: UserId(random::uuid_v7(rng, millis)?),
+        id: new_user_id(rng, clock)?,
         username: username.clone(),
         email: None,
         display_name: None,
-        password_hash: Some(hasher.hash(&password, rng)?),
+        password_hash: Some(hasher.hash(password, rng)?),
         password_change_required: true,
-        created_at: now,
+        created_at: clock.now(),
     };
     // Another node may have won the race since the check above; then we did nothing.
     if !users.create_initial_admin(&user)? {
@@ -63,7 +63,7 @@ pub fn ensure_initial_admin(
     }
     Ok(Some(InitialAdmin {
         username,
-        generated_password: generated.then_some(password),
+        generated_password: generated,
     }))
 }
 
@@ -74,7 +74,7 @@ mod tests {
 
     fn setup() -> (MemoryStore, PasswordHasher, SeededRandom, FixedClock) {
         let rng = SeededRandom::new(42);
-        let hasher = PasswordHasher::new(4, &rng).unwrap();
+        let hasher = PasswordHasher::new(4).unwrap();
         (
             MemoryStore::default(),
             hasher,
@@ -102,7 +102,7 @@ mod tests {
         let (store, hasher, rng, clock) = setup();
         let admin = Username::parse("root").unwrap();
         let pw = Password::parse("a configured password").unwrap();
-        let made = ensure_initial_admin(&store, &hasher, &rng, &clock, admin.clone(), Some(pw))
+        let made = ensure_initial_admin(&store, &hasher, &rng, &clock, admin.clone(), Some(&pw))
             .unwrap()
             .unwrap();
         assert!(made.generated_password.is_none());

@@ -89,14 +89,11 @@ pub fn register_client(
 ) -> Result<RegisteredClient, RegisterError> {
     registration.check()?;
     let now = clock.now();
-    let millis = u64::try_from(now.as_secs())
-        .unwrap_or(0)
-        .saturating_mul(1000);
     let mut grant_types = registration.grant_types;
     grant_types.sort();
     grant_types.dedup();
     let client = Client {
-        id: ClientId::from_uuid(random::uuid_v7(rng, millis)?),
+        id: ClientId::from_uuid(random::uuid_v7(rng, clock)?),
         name: registration.name,
         redirect_uris: registration.redirect_uris,
         post_logout_redirect_uris: registration.post_logout_redirect_uris,
@@ -116,7 +113,7 @@ pub fn register_client(
     };
     let record = match &secret {
         Some(s) => Some(ClientSecretRecord {
-            id: random::uuid_v7(rng, millis)?,
+            id: random::uuid_v7(rng, clock)?,
             hash: s.hash(),
             created_at: now,
             expires_at: None,

@@ -13,6 +13,7 @@ pub mod password;
 pub mod random;
 pub mod secret;
 pub mod store;
+pub mod users;
 
 #[cfg(test)]
 mod testing;

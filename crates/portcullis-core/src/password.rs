@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use std::sync::OnceLock;
+
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::random::{self, Random, RandomUnavailable};
@@ -96,25 +98,36 @@ pub enum HashError {
 }
 
 /// bcrypt at a fixed cost, with salts from the injected generator.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct PasswordHasher {
     cost: u32,
-    /// A hash of a random password at the same cost: checked when a user does not exist, so
-    /// that a login for an unknown name costs as much as one for a known name.
-    dummy: PasswordHash,
+    /// A hash at the same cost, checked when a user does not exist so that a login for an
+    /// unknown name costs as much as one for a known name. Made on first use, not at start-up;
+    /// its password and salt are fixed because it only has to cost the same, never to match.
+    dummy: OnceLock<Option<PasswordHash>>,
 }
 
 impl PasswordHasher {
     pub const DEFAULT_COST: u32 = 12;
 
-    pub fn new(cost: u32, rng: &dyn Random) -> Result<Self, HashError> {
-        let seed = random::bytes::<16>(rng)?;
-        let dummy = bcrypt::non_truncating_hash_with_salt(seed, cost, random::bytes::<16>(rng)?)
-            .map_err(HashError::Bcrypt)?;
+    pub fn new(cost: u32) -> Result<Self, HashError> {
+        if !(4..=31).contains(&cost) {
+            return Err(HashError::Bcrypt(bcrypt::BcryptError::CostNotAllowed(cost)));
+        }
         Ok(Self {
             cost,
-            dummy: PasswordHash(dummy.to_string()),
+            dummy: OnceLock::new(),
         })
+    }
+
+    fn dummy(&self) -> Option<&PasswordHash> {
+        self.dummy
+            .get_or_init(|| {
+                bcrypt::non_truncating_hash_with_salt("portcullis-dummy", self.cost, [0x5a; 16])
+                    .ok()
+                    .map(|parts| PasswordHash(parts.to_string()))
+            })
+            .as_ref()
     }
 
     pub fn cost(&self) -> u32 {
@@ -132,16 +145,20 @@ impl PasswordHasher {
     /// is none, so that both paths cost the same. A presented password longer than bcrypt's
     /// limit never matches: it was never accepted as a password.
     pub fn verify(&self, presented: &str, stored: Option<&PasswordHash>) -> bool {
-        let (hash, real) = match stored {
-            Some(h) => (h, true),
-            None => (&self.dummy, false),
+        let burn = || {
+            if let Some(dummy) = self.dummy() {
+                let _ = bcrypt::verify(b"", dummy.as_str());
+            }
         };
-        let ok = bcrypt::non_truncating_verify(presented, hash.as_str()).unwrap_or_else(|_| {
-            // Too long or a malformed stored hash: still spend the same time, then refuse.
-            let _ = bcrypt::verify(b"", self.dummy.as_str());
+        let Some(hash) = stored else {
+            burn();
+            return false;
+        };
+        bcrypt::non_truncating_verify(presented, hash.as_str()).unwrap_or_else(|_| {
+            // Too long, or a malformed stored hash: spend the same time, then refuse.
+            burn();
             false
-        });
-        ok && real
+        })
     }
 }
 
@@ -175,7 +192,7 @@ mod tests {
     #[test]
     fn hash_and_verify() {
         let rng = SeededRandom::new(7);
-        let hasher = PasswordHasher::new(4, &rng).unwrap();
+        let hasher = PasswordHasher::new(4).unwrap();
         let pw = Password::parse("correct horse battery").unwrap();
         let hash = hasher.hash(&pw, &rng).unwrap();
         assert!(hash.as_str().starts_with("$2b$04$"));
@@ -191,7 +208,7 @@ mod tests {
     #[test]
     fn no_silent_truncation() {
         let rng = SeededRandom::new(8);
-        let hasher = PasswordHasher::new(4, &rng).unwrap();
+        let hasher = PasswordHasher::new(4).unwrap();
         let pw = Password::parse(&"a".repeat(71)).unwrap();
         let hash = hasher.hash(&pw, &rng).unwrap();
         assert!(hasher.verify(&"a".repeat(71), Some(&hash)));

@@ -1,5 +1,7 @@
 //! Randomness, injected.
 
+use crate::clock::Clock;
+
 /// The operating system's generator could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("the operating system's random number generator is unavailable")]
@@ -32,7 +34,10 @@ pub fn uuid_v4(rng: &dyn Random) -> Result<uuid::Uuid, RandomUnavailable> {
     Ok(uuid::Builder::from_random_bytes(bytes::<16>(rng)?).into_uuid())
 }
 
-/// A time-ordered version-7 UUID (RFC 9562) from `rng` and a millisecond timestamp.
-pub fn uuid_v7(rng: &dyn Random, unix_millis: u64) -> Result<uuid::Uuid, RandomUnavailable> {
-    Ok(uuid::Builder::from_unix_timestamp_millis(unix_millis, &bytes::<10>(rng)?).into_uuid())
+/// A time-ordered version-7 UUID (RFC 9562) from `rng`, stamped with `clock`'s time.
+pub fn uuid_v7(rng: &dyn Random, clock: &dyn Clock) -> Result<uuid::Uuid, RandomUnavailable> {
+    let millis = u64::try_from(clock.now().as_secs())
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    Ok(uuid::Builder::from_unix_timestamp_millis(millis, &bytes::<10>(rng)?).into_uuid())
 }

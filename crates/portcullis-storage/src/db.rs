@@ -227,9 +227,12 @@ impl Database {
             },
         })?;
         drop(first);
+        // No minimum of idle connections: r2d2 would open them on a background thread at any
+        // time, and a process that exits while such a thread is inside libpq's TLS handshake
+        // crashes in OpenSSL's exit-time clean-up. Connections are opened on demand and kept.
         let pool = r2d2::Pool::builder()
             .max_size(options.max_connections.max(1))
-            .min_idle(Some(1))
+            .min_idle(Some(0))
             .connection_timeout(options.connect_timeout)
             .build(manager)
             .map_err(OpenError::Pool)?;

@@ -1,1 +1,7 @@
-fn main() {}
+//! The `portcullis` binary.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    portcullis_web::main_with_args(std::env::args_os())
+}

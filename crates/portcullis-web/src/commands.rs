@@ -1,0 +1,451 @@
+//! What each command does. Output for people by default, JSON with `--json`; errors go back to
+//! `main` as one line.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context as _, anyhow, bail};
+use portcullis_core::clients::{ClientRegistration, register_client};
+use portcullis_core::domain::{
+    ClientAuthMethod, ClientId, ClientName, DisplayName, Email, GrantType, RedirectUri, ScopeSet,
+    Username,
+};
+use portcullis_core::model::{Client, RoleName, TokenSettings, User, UserStatus};
+use portcullis_core::password::{Password, PasswordHasher};
+use portcullis_core::users::{UserRegistration, create_user};
+use portcullis_core::{Clock, OsRandom, SystemClock, UnixTime};
+use serde_json::{Value, json};
+
+use crate::cli::{ClientCommand, ClientCreate, ConfigCommand, UserCommand, UserCreate};
+use crate::settings::{Config, Seconds, Settings};
+use crate::startup;
+
+const PAGE: u32 = 500;
+
+pub fn migrate(config: &Config) -> anyhow::Result<()> {
+    let applied = startup::migrate(config)?;
+    if applied.is_empty() {
+        println!(
+            "The {} database at {} is up to date.",
+            config.database.backend(),
+            config.database
+        );
+    } else {
+        for version in &applied {
+            println!("applied {version}");
+        }
+        println!(
+            "Applied {} migration(s) to {}.",
+            applied.len(),
+            config.database
+        );
+    }
+    Ok(())
+}
+
+pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Create(args) => user_create(config, args),
+        UserCommand::List(args) => {
+            let stores = startup::open_stores(config)?;
+            let users = all_pages(|after: Option<&User>| {
+                stores.users.list_users(after.map(|u| &u.username), PAGE)
+            })?;
+            if args.json {
+                return print_json(&Value::Array(users.iter().map(user_json).collect()));
+            }
+            let rows = users
+                .iter()
+                .map(|u| {
+                    let roles: Vec<&str> = u.roles.iter().map(RoleName::as_str).collect();
+                    vec![
+                        u.username.to_string(),
+                        u.status.as_str().to_owned(),
+                        roles.join(","),
+                        u.email
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                        rfc3339(u.created_at),
+                    ]
+                })
+                .collect();
+            print_table(&["USERNAME", "STATUS", "ROLES", "EMAIL", "CREATED"], rows);
+            Ok(())
+        }
+        UserCommand::Disable(r) => set_status(config, &r.username, UserStatus::Disabled),
+        UserCommand::Enable(r) => set_status(config, &r.username, UserStatus::Active),
+    }
+}
+
+fn user_create(config: &Config, args: UserCreate) -> anyhow::Result<()> {
+    let username = Username::parse(&args.username).context("--username")?;
+    let email = args
+        .email
+        .as_deref()
+        .map(Email::parse)
+        .transpose()
+        .context("--email")?;
+    let display_name = args
+        .display_name
+        .as_deref()
+        .map(DisplayName::parse)
+        .transpose()
+        .context("--display-name")?;
+    let roles = args
+        .roles
+        .iter()
+        .map(|r| RoleName::parse(r))
+        .collect::<Result<Vec<_>, _>>()
+        .context("--role")?;
+    let (password, generated) = read_password(&args)?;
+    let stores = startup::open_stores(config)?;
+    let hasher = PasswordHasher::new(config.bcrypt_cost)?;
+    let user = create_user(
+        stores.users.as_ref(),
+        &hasher,
+        &OsRandom,
+        &SystemClock,
+        UserRegistration {
+            username,
+            email,
+            display_name,
+            password: &password,
+            roles,
+            password_change_required: args.require_password_change,
+        },
+    )?;
+    if args.json {
+        let mut out = user_json(&user);
+        if generated {
+            out["password"] = Value::String(password.reveal().to_owned());
+        }
+        return print_json(&out);
+    }
+    println!("Created user {} ({}).", user.username, user.id);
+    if generated {
+        println!("Password (shown once): {}", password.reveal());
+    }
+    Ok(())
+}
+
+fn read_password(args: &UserCreate) -> anyhow::Result<(Password, bool)> {
+    if args.generate_password {
+        return Ok((Password::generate(&OsRandom)?, true));
+    }
+    let raw = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        let line = line.strip_suffix('\r').unwrap_or(line).to_owned();
+        if line.is_empty() {
+            bail!("standard input held no password");
+        }
+        line
+    } else if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+        let again =
+            rpassword::prompt_password("Repeat it: ").context("cannot read the password")?;
+        if first != again {
+            bail!("the two passwords differ");
+        }
+        first
+    } else {
+        bail!("no password given: use --password-stdin, --generate-password, or run in a terminal");
+    };
+    Ok((
+        Password::parse(&raw).map_err(|e| anyhow!("password: {e}"))?,
+        false,
+    ))
+}
+
+fn set_status(config: &Config, raw: &str, status: UserStatus) -> anyhow::Result<()> {
+    let username = Username::parse(raw).context("username")?;
+    let stores = startup::open_stores(config)?;
+    if !stores
+        .users
+        .set_user_status(&username, status, SystemClock.now())?
+    {
+        bail!("there is no user named {username}");
+    }
+    println!("User {username} is now {}.", status.as_str());
+    Ok(())
+}
+
+pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Create(args) => client_create(config, args),
+        ClientCommand::List(args) => {
+            let stores = startup::open_stores(config)?;
+            let clients = all_pages(|after: Option<&Client>| {
+                stores.clients.list_clients(after.map(|c| &c.id), PAGE)
+            })?;
+            if args.json {
+                return print_json(&Value::Array(clients.iter().map(client_json).collect()));
+            }
+            let rows = clients
+                .iter()
+                .map(|c| {
+                    let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
+                    vec![
+                        c.id.to_string(),
+                        c.name.to_string(),
+                        c.auth_method.to_string(),
+                        grants.join(","),
+                        rfc3339(c.created_at),
+                    ]
+                })
+                .collect();
+            print_table(&["CLIENT_ID", "NAME", "AUTH", "GRANTS", "CREATED"], rows);
+            Ok(())
+        }
+        ClientCommand::Show(args) => {
+            let id = ClientId::parse(&args.client_id).context("client_id")?;
+            let stores = startup::open_stores(config)?;
+            let client = stores
+                .clients
+                .find_client(&id)?
+                .ok_or_else(|| anyhow!("there is no client {id}"))?;
+            if args.json {
+                return print_json(&client_json(&client));
+            }
+            print_client(&client);
+            Ok(())
+        }
+        ClientCommand::Delete(args) => {
+            let id = ClientId::parse(&args.client_id).context("client_id")?;
+            let stores = startup::open_stores(config)?;
+            if !stores.clients.delete_client(&id)? {
+                bail!("there is no client {id}");
+            }
+            println!("Deleted client {id}.");
+            Ok(())
+        }
+    }
+}
+
+fn client_create(config: &Config, args: ClientCreate) -> anyhow::Result<()> {
+    let parse_uris = |uris: &[String], flag: &str| -> anyhow::Result<Vec<RedirectUri>> {
+        uris.iter()
+            .map(|u| RedirectUri::parse(u).with_context(|| flag.to_owned()))
+            .collect()
+    };
+    let grant_types = if args.grant_types.is_empty() {
+        vec![GrantType::AuthorizationCode, GrantType::RefreshToken]
+    } else {
+        args.grant_types
+            .iter()
+            .map(|g| GrantType::parse(g))
+            .collect::<Result<_, _>>()
+            .context("--grant-type")?
+    };
+    let defaults = TokenSettings::default();
+    let ttl = |raw: &Option<String>, flag: &str, default| -> anyhow::Result<_> {
+        match raw {
+            Some(raw) => match Seconds::parse(raw) {
+                Ok(s) if s.0 > 0 => Ok(s.duration()),
+                Ok(_) => Err(anyhow!("{flag}: must be longer than 0s")),
+                Err(e) => Err(anyhow!("{flag}: {e}")),
+            },
+            None => Ok(default),
+        }
+    };
+    let registration = ClientRegistration {
+        name: ClientName::parse(&args.name).context("--name")?,
+        redirect_uris: parse_uris(&args.redirect_uris, "--redirect-uri")?,
+        post_logout_redirect_uris: parse_uris(
+            &args.post_logout_redirect_uris,
+            "--post-logout-redirect-uri",
+        )?,
+        grant_types,
+        auth_method: ClientAuthMethod::parse(&args.auth_method).context("--auth-method")?,
+        allowed_scopes: ScopeSet::parse(&args.scopes).context("--scopes")?,
+        first_party: args.first_party,
+        token_settings: TokenSettings {
+            access_token_ttl: ttl(
+                &args.access_token_ttl,
+                "--access-token-ttl",
+                defaults.access_token_ttl,
+            )?,
+            id_token_ttl: ttl(&args.id_token_ttl, "--id-token-ttl", defaults.id_token_ttl)?,
+            refresh_token_ttl: ttl(
+                &args.refresh_token_ttl,
+                "--refresh-token-ttl",
+                defaults.refresh_token_ttl,
+            )?,
+        },
+    };
+    registration.check()?;
+    let stores = startup::open_stores(config)?;
+    let made = register_client(
+        stores.clients.as_ref(),
+        &OsRandom,
+        &SystemClock,
+        registration,
+    )?;
+    if args.json {
+        let mut out = client_json(&made.client);
+        if let Some(secret) = &made.secret {
+            out["client_secret"] = Value::String(secret.reveal().to_owned());
+        }
+        return print_json(&out);
+    }
+    print_client(&made.client);
+    if let Some(secret) = &made.secret {
+        println!("client_secret:  {}", secret.reveal());
+        println!("\nStore the secret now: it is shown only once and kept only as a hash.");
+    }
+    Ok(())
+}
+
+pub fn config(settings: &Settings, config: &Config, command: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Check(args) = command;
+    let issuer = config.issuer_for(config.listen)?;
+    if args.json {
+        let mut shown = serde_json::to_value(settings)?;
+        shown["database"]["url"] = Value::String(config.database.to_string());
+        shown["server"]["issuer"] = Value::String(issuer.to_string());
+        return print_json(&shown);
+    }
+    println!("The configuration is valid.");
+    println!("  listen:    {}", config.listen);
+    println!(
+        "  issuer:    {issuer}{}",
+        if issuer.is_dev() {
+            " (development: http on loopback)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  database:  {} ({})",
+        config.database,
+        config.database.backend()
+    );
+    println!(
+        "  log:       {:?}, level {}",
+        config.log_format, config.log_level
+    );
+    println!("  bcrypt:    cost {}", config.bcrypt_cost);
+    Ok(())
+}
+
+/// Reads every page of a keyset-paginated listing.
+fn all_pages<T>(
+    mut page: impl FnMut(Option<&T>) -> Result<Vec<T>, portcullis_core::store::StoreError>,
+) -> anyhow::Result<Vec<T>> {
+    let mut all: Vec<T> = Vec::new();
+    loop {
+        let next = page(all.last())?;
+        let done = next.len() < PAGE as usize;
+        all.extend(next);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+fn rfc3339(t: UnixTime) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t.as_secs())
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id.to_string(),
+        "username": u.username.as_str(),
+        "email": u.email.as_ref().map(Email::as_str),
+        "display_name": u.display_name.as_ref().map(DisplayName::as_str),
+        "status": u.status.as_str(),
+        "roles": u.roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+        "totp_enabled": u.totp_enabled,
+        "password_change_required": u.password_change_required,
+        "created_at": rfc3339(u.created_at),
+        "updated_at": rfc3339(u.updated_at),
+    })
+}
+
+/// RFC 7591 field names, so the output reads like a registration response.
+fn client_json(c: &Client) -> Value {
+    json!({
+        "client_id": c.id.as_str(),
+        "client_name": c.name.as_str(),
+        "redirect_uris": c.redirect_uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>(),
+        "post_logout_redirect_uris": c.post_logout_redirect_uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>(),
+        "grant_types": c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        "token_endpoint_auth_method": c.auth_method.as_str(),
+        "scope": c.allowed_scopes.to_string(),
+        "first_party": c.first_party,
+        "require_pkce": c.require_pkce,
+        "access_token_ttl": c.token_settings.access_token_ttl.as_secs(),
+        "id_token_ttl": c.token_settings.id_token_ttl.as_secs(),
+        "refresh_token_ttl": c.token_settings.refresh_token_ttl.as_secs(),
+        "created_at": rfc3339(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+    })
+}
+
+fn print_client(c: &Client) {
+    let list = |uris: &[RedirectUri]| {
+        uris.iter()
+            .map(RedirectUri::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
+    println!("client_id:      {}", c.id);
+    println!("name:           {}", c.name);
+    println!("auth method:    {}", c.auth_method);
+    println!("grant types:    {}", grants.join(" "));
+    println!("redirect URIs:  {}", list(&c.redirect_uris));
+    println!("logout URIs:    {}", list(&c.post_logout_redirect_uris));
+    println!("scopes:         {}", c.allowed_scopes);
+    println!("first party:    {}", c.first_party);
+    println!(
+        "token TTLs:     access {}s, id {}s, refresh {}s",
+        c.token_settings.access_token_ttl.as_secs(),
+        c.token_settings.id_token_ttl.as_secs(),
+        c.token_settings.refresh_token_ttl.as_secs()
+    );
+    println!("created:        {}", rfc3339(c.created_at));
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

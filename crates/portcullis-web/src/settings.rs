@@ -1,0 +1,464 @@
+//! Configuration: defaults, then a TOML file, then `PORTCULLIS__SECTION__KEY` environment
+//! variables, parsed once at start-up into a typed [`Config`]. Every key is documented in
+//! `deploy/portcullis.example.toml`; a test keeps the two in step.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use portcullis_core::domain::{IssuerUrl, Username};
+use portcullis_core::password::Password;
+use portcullis_storage::{DatabaseUrl, PoolOptions};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const ENV_PREFIX: &str = "PORTCULLIS__";
+
+/// The settings as written, before parsing. Unknown keys are refused so that a typo is an
+/// error, not a silently ignored line.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub log: LogSettings,
+    pub bootstrap: BootstrapSettings,
+    pub security: SecuritySettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub issuer: Option<String>,
+    pub allow_http_issuer: bool,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout: Seconds,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            issuer: None,
+            allow_http_issuer: false,
+            workers: 0,
+            max_body_bytes: 64 * 1024,
+            shutdown_timeout: Seconds(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout: Seconds,
+    pub sqlite_busy_timeout: Seconds,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://./data/portcullis.db".into(),
+            max_connections: 8,
+            connect_timeout: Seconds(5),
+            sqlite_busy_timeout: Seconds(5),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapSettings {
+    pub admin_username: String,
+    #[serde(deserialize_with = "lenient_string", serialize_with = "redacted")]
+    pub admin_password: Option<String>,
+}
+
+impl Default for BootstrapSettings {
+    fn default() -> Self {
+        Self {
+            admin_username: "admin".into(),
+            admin_password: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    pub bcrypt_cost: u32,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            bcrypt_cost: portcullis_core::password::PasswordHasher::DEFAULT_COST,
+        }
+    }
+}
+
+/// A duration in whole seconds, written as a number (`30`) or with a unit (`"30s"`, `"5m"`,
+/// `"12h"`, `"30d"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+        let (digits, unit) = raw.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{raw:?} is not a duration such as 30s, 5m, 12h or 30d"))?;
+        let factor = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            other => return Err(format!("{other:?} is not a unit; use s, m, h or d")),
+        };
+        n.checked_mul(factor)
+            .map(Seconds)
+            .ok_or_else(|| format!("{raw:?} is too long"))
+    }
+}
+
+impl From<Seconds> for String {
+    fn from(s: Seconds) -> String {
+        format!("{}s", s.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Seconds(n)),
+            Raw::Text(t) => Seconds::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Environment values that look like numbers arrive as numbers; a password may be all digits.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|raw| match raw {
+        Raw::Text(s) => s,
+        Raw::Unsigned(n) => n.to_string(),
+        Raw::Signed(n) => n.to_string(),
+        Raw::Float(n) => n.to_string(),
+        Raw::Bool(b) => b.to_string(),
+    }))
+}
+
+fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_some("[REDACTED]"),
+        None => s.serialize_none(),
+    }
+}
+
+/// Why the configuration was refused: the key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.to_string(),
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        figment.extract().map_err(|e| {
+            ConfigError::Load(e.into_iter().map(describe).collect::<Vec<_>>().join("; "))
+        })
+    }
+}
+
+/// One figment error as `section.key: what is wrong (where it was set)`.
+fn describe(e: figment::Error) -> String {
+    let key = e.path.join(".").to_lowercase();
+    let origin = e.metadata.as_ref().map(|md| match &md.source {
+        Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+        _ if md.name.contains("environment") && !key.is_empty() => {
+            format!(
+                " (set by {ENV_PREFIX}{})",
+                key.to_uppercase().replace('.', "__")
+            )
+        }
+        _ => String::new(),
+    });
+    let origin = origin.unwrap_or_default();
+    // A TOML syntax error draws the offending line over several lines; keep only the words.
+    let kind = e.kind.to_string();
+    let kind: Vec<&str> = kind
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains('|'))
+        .collect();
+    let kind = kind.join(" ");
+    if key.is_empty() {
+        format!("{kind}{origin}")
+    } else {
+        format!("{key}: {kind}{origin}")
+    }
+}
+
+/// The configuration, parsed: what the server and the commands run with.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `None`: derived from the address the server is bound to (a loopback one).
+    pub issuer: Option<IssuerUrl>,
+    pub allow_http_issuer: bool,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub database: DatabaseUrl,
+    pub pool: PoolOptions,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub admin_username: Username,
+    pub admin_password: Option<Password>,
+    pub bcrypt_cost: u32,
+}
+
+impl Config {
+    pub fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = s.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:8080",
+                    s.server.listen
+                ),
+            )
+        })?;
+        let allow_http = s.server.allow_http_issuer;
+        let issuer = match &s.server.issuer {
+            Some(raw) => {
+                Some(IssuerUrl::parse(raw, allow_http).map_err(|e| invalid("server.issuer", e))?)
+            }
+            None if !listen.ip().is_loopback() => {
+                return Err(invalid(
+                    "server.issuer",
+                    format!(
+                        "must be set when server.listen ({listen}) is not a loopback address: it is the public https URL of this server"
+                    ),
+                ));
+            }
+            None => None,
+        };
+        if s.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        let database =
+            DatabaseUrl::parse(&s.database.url).map_err(|e| invalid("database.url", e))?;
+        if s.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if s.database.connect_timeout.0 == 0 {
+            return Err(invalid("database.connect_timeout", "must be at least 1s"));
+        }
+        let admin_username = Username::parse(&s.bootstrap.admin_username)
+            .map_err(|e| invalid("bootstrap.admin_username", e))?;
+        let admin_password = s
+            .bootstrap
+            .admin_password
+            .as_deref()
+            .map(Password::parse)
+            .transpose()
+            .map_err(|e| invalid("bootstrap.admin_password", e))?;
+        if !(4..=31).contains(&s.security.bcrypt_cost) {
+            return Err(invalid(
+                "security.bcrypt_cost",
+                "must be between 4 and 31 (12 is the default)",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&s.log.level)
+            .map_err(|e| invalid("log.level", e))?;
+        Ok(Self {
+            listen,
+            issuer,
+            allow_http_issuer: allow_http,
+            workers: s.server.workers,
+            max_body_bytes: s.server.max_body_bytes,
+            shutdown_timeout: s.server.shutdown_timeout.duration(),
+            database,
+            pool: PoolOptions {
+                max_connections: s.database.max_connections,
+                connect_timeout: s.database.connect_timeout.duration(),
+                sqlite_busy_timeout: s.database.sqlite_busy_timeout.duration(),
+            },
+            log_format: s.log.format,
+            log_level: s.log.level.clone(),
+            admin_username,
+            admin_password,
+            bcrypt_cost: s.security.bcrypt_cost,
+        })
+    }
+
+    /// The issuer, given the address the server actually bound (its port may have been 0).
+    pub fn issuer_for(&self, bound: SocketAddr) -> Result<IssuerUrl, ConfigError> {
+        match &self.issuer {
+            Some(issuer) => Ok(issuer.clone()),
+            None => IssuerUrl::parse(&format!("http://{bound}"), self.allow_http_issuer)
+                .map_err(|e| invalid("server.issuer", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let config = Config::from_settings(&Settings::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            config.database,
+            DatabaseUrl::parse("sqlite://./data/portcullis.db").unwrap()
+        );
+        assert_eq!(
+            config.issuer_for(config.listen).unwrap().as_str(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(config.admin_username.as_str(), "admin");
+        assert_eq!(config.bcrypt_cost, 12);
+    }
+
+    #[test]
+    fn durations() {
+        let check = |raw: &str, secs: Option<u64>| {
+            assert_eq!(Seconds::parse(raw).ok().map(|s| s.0), secs, "{raw}")
+        };
+        check("30", Some(30));
+        check("30s", Some(30));
+        check("5m", Some(300));
+        check("12h", Some(43_200));
+        check("30d", Some(2_592_000));
+        check("5 m", Some(300));
+        check("", None);
+        check("5w", None);
+        check("-1s", None);
+        check("99999999999999999999d", None);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let check = |edit: fn(&mut Settings), key: &str| {
+            let mut s = Settings::default();
+            edit(&mut s);
+            let err = Config::from_settings(&s).unwrap_err().to_string();
+            assert!(err.contains(key), "{err} should name {key}");
+        };
+        check(|s| s.server.listen = "localhost".into(), "server.listen");
+        check(
+            |s| s.server.issuer = Some("http://id.example.com".into()),
+            "server.issuer",
+        );
+        check(|s| s.server.listen = "0.0.0.0:8080".into(), "server.issuer");
+        check(|s| s.database.url = "mysql://x".into(), "database.url");
+        check(
+            |s| s.database.max_connections = 0,
+            "database.max_connections",
+        );
+        check(
+            |s| s.bootstrap.admin_username = "bad name".into(),
+            "bootstrap.admin_username",
+        );
+        check(
+            |s| s.bootstrap.admin_password = Some("short".into()),
+            "bootstrap.admin_password",
+        );
+        check(|s| s.security.bcrypt_cost = 3, "security.bcrypt_cost");
+        check(|s| s.log.level = "info,[".into(), "log.level");
+    }
+
+    #[test]
+    fn an_http_issuer_behind_a_proxy_must_be_allowed_explicitly() {
+        let mut s = Settings::default();
+        s.server.issuer = Some("http://id.internal".into());
+        assert!(Config::from_settings(&s).is_err());
+        s.server.allow_http_issuer = true;
+        assert!(Config::from_settings(&s).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_settings_are_shown() {
+        let mut s = Settings::default();
+        s.bootstrap.admin_password = Some("hunter2hunter2".into());
+        let shown = serde_json::to_string(&s).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("[REDACTED]"));
+    }
+}

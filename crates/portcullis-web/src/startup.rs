@@ -1,0 +1,192 @@
+//! Composition: the one place (besides tests) that touches storage. It opens the database,
+//! applies migrations, creates the first administrator and builds the HTTP server.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers, from_fn};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context as _;
+use portcullis_core::bootstrap::{InitialAdmin, ensure_initial_admin};
+use portcullis_core::domain::IssuerUrl;
+use portcullis_core::password::PasswordHasher;
+use portcullis_core::{OsRandom, SystemClock};
+use portcullis_storage::{Database, DieselStore, Stores};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::settings::Config;
+use crate::state::AppState;
+use crate::{errors, request_id, routes};
+
+/// Opens the database named in the configuration and applies pending migrations.
+pub fn open_stores(config: &Config) -> anyhow::Result<Stores> {
+    let db = Database::open(&config.database, &config.pool)?;
+    let applied = db.migrate()?;
+    for version in &applied {
+        tracing::info!(
+            version,
+            backend = config.database.backend(),
+            "applied migration"
+        );
+    }
+    Ok(Stores::new(DieselStore::new(db)))
+}
+
+/// Applies pending migrations and returns their versions (the `migrate` command).
+pub fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
+    let db = Database::open(&config.database, &config.pool)?;
+    Ok(db.migrate()?)
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    server: Server,
+    address: SocketAddr,
+    issuer: IssuerUrl,
+    initial_admin: Option<InitialAdmin>,
+    stop_signals: StopSignals,
+}
+
+/// SIGTERM and SIGINT, listened for from the moment the application is built. (actix would
+/// install its own handlers only once the server is first polled, after it already accepts
+/// connections: a SIGTERM in between would kill the process instead of stopping it.)
+struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+impl Application {
+    pub fn build(config: &Config) -> anyhow::Result<Self> {
+        // Bind first: a port in use is the quickest mistake to report.
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("cannot listen on {} (server.listen)", config.listen))?;
+        let address = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        let issuer = config.issuer_for(address)?;
+
+        let stores = open_stores(config)?;
+        let rng: Arc<dyn portcullis_core::Random> = Arc::new(OsRandom);
+        let clock: Arc<dyn portcullis_core::Clock> = Arc::new(SystemClock);
+        let hasher =
+            Arc::new(PasswordHasher::new(config.bcrypt_cost).context("security.bcrypt_cost")?);
+        let initial_admin = ensure_initial_admin(
+            stores.users.as_ref(),
+            &hasher,
+            rng.as_ref(),
+            clock.as_ref(),
+            config.admin_username.clone(),
+            config.admin_password.as_ref(),
+        )
+        .context("cannot create the initial administrator")?;
+        if let Some(admin) = &initial_admin {
+            tracing::info!(username = %admin.username, "created the initial administrator");
+        }
+
+        let state = web::Data::new(AppState {
+            issuer: issuer.clone(),
+            users: stores.users.clone(),
+            clients: stores.clients.clone(),
+            health: stores.health.clone(),
+            hasher,
+            clock,
+            rng,
+        });
+        let max_body = config.max_body_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(web::FormConfig::default().limit(max_body))
+                .app_data(web::JsonConfig::default().limit(max_body))
+                .wrap(security_headers())
+                .wrap(ErrorHandlers::new().default_handler(errors::replace_framework_errors))
+                .wrap(from_fn(request_id::middleware))
+                .configure(routes::configure)
+                .default_service(web::to(not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs());
+        if config.workers > 0 {
+            server = server.workers(config.workers);
+        }
+        let server = server
+            .listen(listener)
+            .context("cannot start the HTTP server")?
+            .run();
+        let stop_signals =
+            StopSignals::install().context("cannot listen for SIGTERM and SIGINT")?;
+        Ok(Self {
+            server,
+            address,
+            issuer,
+            initial_admin,
+            stop_signals,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn issuer(&self) -> &IssuerUrl {
+        &self.issuer
+    }
+
+    /// The administrator created on this start, if the database was empty.
+    pub fn initial_admin(&self) -> Option<&InitialAdmin> {
+        self.initial_admin.as_ref()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops accepting connections and lets requests in
+    /// flight finish (up to `server.shutdown_timeout`).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self {
+            server,
+            mut stop_signals,
+            ..
+        } = self;
+        let handle = server.handle();
+        tokio::spawn(async move {
+            let which = stop_signals.recv().await;
+            tracing::info!(signal = which, "stopping: finishing requests in flight");
+            handle.stop(true).await;
+        });
+        server.await
+    }
+}
+
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .add((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .add((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        ))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    errors::error_response(&req, actix_web::http::StatusCode::NOT_FOUND)
+}

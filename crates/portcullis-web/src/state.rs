@@ -1,0 +1,19 @@
+//! What handlers share: services behind trait objects, no generic parameters.
+
+use std::sync::Arc;
+
+use portcullis_core::domain::IssuerUrl;
+use portcullis_core::password::PasswordHasher;
+use portcullis_core::store::{ClientStore, HealthCheck, UserStore};
+use portcullis_core::{Clock, Random};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub issuer: IssuerUrl,
+    pub users: Arc<dyn UserStore>,
+    pub clients: Arc<dyn ClientStore>,
+    pub health: Arc<dyn HealthCheck>,
+    pub hasher: Arc<PasswordHasher>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: Arc<dyn Random>,
+}

@@ -1,0 +1,267 @@
+//! Starting the server and the binary for tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use portcullis_storage::test_db::TestDatabase;
+use portcullis_web::settings::{Config, Settings};
+use portcullis_web::startup::Application;
+
+pub const ADMIN_PASSWORD: &str = "bootstrap-admin-password";
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDatabase,
+}
+
+/// Settings for a test server on a fresh database: an ephemeral port, cheap bcrypt.
+pub fn test_settings(db: &TestDatabase) -> Settings {
+    let mut s = Settings::default();
+    s.server.listen = "127.0.0.1:0".into();
+    s.server.workers = 1;
+    s.database.url = db.raw_url().to_owned();
+    s.database.max_connections = 4;
+    s.database.connect_timeout = portcullis_web::settings::Seconds(1);
+    s.bootstrap.admin_password = Some(ADMIN_PASSWORD.into());
+    s.security.bcrypt_cost = 4;
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    let db = TestDatabase::from_env().expect("test database");
+    let config = Config::from_settings(&test_settings(&db)).expect("config");
+    let app = Application::build(&config).expect("build");
+    let address = app.address();
+    let base = app.issuer().to_string();
+    tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    TestApp {
+        address,
+        base,
+        http,
+        db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// A folder for one test, with the `portcullis` binary run inside it.
+pub struct Cli {
+    pub dir: tempfile::TempDir,
+    pub db: TestDatabase,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+
+    /// A failure reported as exactly one line, with no panic or backtrace.
+    pub fn assert_one_line_failure(&self, code: i32, needle: &str) {
+        assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr, got: {:?}", self.stderr);
+        assert!(
+            lines[0].contains(needle),
+            "{:?} should mention {needle:?}",
+            lines[0]
+        );
+        assert!(!self.stderr.contains("panicked") && !self.stderr.contains("backtrace"));
+    }
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+/// The binary in `dir` with no inherited Portcullis configuration.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PORTCULLIS_") && key != "PORTCULLIS_TEST_POSTGRES_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    cmd
+}
+
+impl Cli {
+    /// A folder and a fresh database (PostgreSQL in the PostgreSQL pass).
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            db: TestDatabase::from_env().unwrap(),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = command(self.dir.path());
+        cmd.env("PORTCULLIS__DATABASE__URL", self.db.raw_url())
+            .env("PORTCULLIS__SECURITY__BCRYPT_COST", "4");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(self.cmd(), args, None)
+    }
+
+    pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        self.run_with(self.cmd(), args, Some(stdin))
+    }
+
+    pub fn run_with(&self, cmd: Command, args: &[&str], stdin: Option<&str>) -> Run {
+        run(cmd, args, stdin)
+    }
+}
+
+/// The exit code, or 128 + the signal that ended the process, as a shell reports it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+pub fn run(mut cmd: Command, args: &[&str], stdin: Option<&str>) -> Run {
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn portcullis");
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: exit_code(status),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// A `portcullis serve` process, with its stderr lines collected as they come.
+pub struct Server {
+    pub child: Child,
+    pub address: SocketAddr,
+    pub lines: Vec<String>,
+    rx: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `serve` with JSON logs and waits (up to 30 s) for its `listening` line.
+    pub fn start(mut cmd: Command) -> Self {
+        cmd.args(["--log-format", "json", "serve"])
+            .env("PORTCULLIS__SERVER__LISTEN", "127.0.0.1:0")
+            .env("PORTCULLIS__SERVER__WORKERS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn portcullis serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("no `listening` line; stderr so far: {lines:#?}")
+                });
+            lines.push(line.clone());
+            let event = serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default();
+            if event["message"] == "listening" {
+                let address = event["address"].as_str().unwrap().parse().unwrap();
+                return Self {
+                    child,
+                    address,
+                    lines,
+                    rx,
+                };
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit code and the rest of stderr.
+    pub fn stop(mut self) -> (i32, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.extend(self.rx.iter());
+        (exit_code(status), lines)
+    }
+}
+
+impl Drop for Server {
+    /// A test that fails half-way leaves no server behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET, for tests that drive a separate process without an async runtime.
+pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
