@@ -67,6 +67,16 @@ fn with_no_configuration_the_database_goes_to_data() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(command(dir.path()));
     assert!(dir.path().join("data/portcullis.db").is_file());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("data"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "the data folder is private to the server's user"
+    );
     let (status, _) = http_get(server.address, "/healthz");
     assert_eq!(status, 200);
     let (code, lines) = server.stop();
