@@ -118,16 +118,17 @@ impl Default for PoolOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("cannot create the data folder {path}: {source}")]
+    // The sources are not repeated in the messages: callers print the whole chain.
+    #[error("cannot create the data folder {path}")]
     CreateFolder {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the SQLite database {path}: {source} (is its folder writable?)")]
+    #[error("cannot open the SQLite database {path} (is its folder writable?)")]
     Sqlite { path: PathBuf, source: r2d2::Error },
-    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    #[error("cannot connect to PostgreSQL at {url}")]
     Postgres { url: String, source: r2d2::Error },
-    #[error("cannot start the connection pool: {0}")]
+    #[error("cannot start the connection pool")]
     Pool(#[source] r2d2::PoolError),
     #[error("the database migrations failed: {0}")]
     Migrate(String),
@@ -287,13 +288,20 @@ impl Database {
     }
 }
 
+/// Creates the database's folder, readable by the server's user only: the database holds
+/// password hashes and encrypted keys. An existing folder is left as it is.
 fn create_parent(path: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::DirBuilderExt;
     match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => {
-            std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateFolder {
-                path: parent.to_owned(),
-                source,
-            })
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|source| OpenError::CreateFolder {
+                    path: parent.to_owned(),
+                    source,
+                })
         }
         _ => Ok(()),
     }
