@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod clients;
 pub mod clock;
 pub mod domain;
+pub mod keys;
 pub mod model;
 pub mod password;
 pub mod random;

@@ -1,0 +1,695 @@
+//! Signing keys: generated here, sealed under the master key (AES-256-GCM, the key id bound as
+//! associated data), parsed once into signers, and published as a JWKS built once.
+//!
+//! Signing uses aws-lc-rs key pairs directly, parsed once at load: re-parsing a key per token
+//! would cost more than the rest of the token endpoint. Verification goes through
+//! `jsonwebtoken`, with decoding keys built from the same public JWKs that are published.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use secrecy::{ExposeSecret, SecretBox};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::clock::{Clock, UnixTime};
+use crate::random::{self, Random, RandomUnavailable};
+
+/// The JWS algorithms Portcullis signs with: RS256 for ID tokens (OIDC's default), ES256 for
+/// access tokens, EdDSA on request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SigningAlg {
+    Rs256,
+    Es256,
+    EdDsa,
+}
+
+impl SigningAlg {
+    pub const ALL: [SigningAlg; 3] = [Self::Rs256, Self::Es256, Self::EdDsa];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == raw)
+    }
+
+    fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Self::Es256 => jsonwebtoken::Algorithm::ES256,
+            Self::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
+}
+
+impl fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a key is in its life (issue 4 drives the transitions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published, not yet signing.
+    Next,
+    /// Signing (one per algorithm).
+    Current,
+    /// Published for verification only, until what it signed has expired.
+    Retired,
+    /// Compromised: neither signs nor verifies.
+    Revoked,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Next => "next",
+            Self::Current => "current",
+            Self::Retired => "retired",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Next, Self::Current, Self::Retired, Self::Revoked]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// A signing key as stored: public JWK in the clear, private key sealed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: SigningAlg,
+    pub state: KeyState,
+    /// The public JWK, as JSON text.
+    pub public_jwk: String,
+    /// `v1.` + base64url(nonce ‖ AES-256-GCM ciphertext ‖ tag) of the PKCS#8 private key.
+    pub sealed_private_key: String,
+    pub master_key_id: String,
+    pub created_at: UnixTime,
+    pub activates_at: Option<UnixTime>,
+    pub retired_at: Option<UnixTime>,
+    pub remove_after: Option<UnixTime>,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .field("master_key_id", &self.master_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "the master key must be 32 random bytes in base64 (for example the output of `openssl rand -base64 32`)"
+    )]
+    MasterKeyFormat,
+    #[error(
+        "signing key {kid} was sealed under master key {stored}, but the configured master key is {configured}: configure the master key the keys were made with"
+    )]
+    WrongMasterKey {
+        kid: String,
+        stored: String,
+        configured: String,
+    },
+    #[error("signing key {kid} cannot be decrypted: its stored form was altered or truncated")]
+    Unsealable { kid: String },
+    #[error("signing key {kid} is not a valid {alg} key")]
+    Malformed { kid: String, alg: SigningAlg },
+    #[error("the crypto library could not generate a {0} key")]
+    Generate(SigningAlg),
+    #[error("no current signing key for {0}")]
+    NoCurrentKey(SigningAlg),
+    #[error(transparent)]
+    Random(#[from] RandomUnavailable),
+}
+
+/// The key that seals signing keys at rest. Its id (a digest prefix, not secret) is stored
+/// with each sealed key, so that a wrong master key is named rather than guessed at.
+pub struct MasterKey {
+    key: SecretBox<[u8; 32]>,
+    id: String,
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MasterKey({}, [REDACTED])", self.id)
+    }
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        let digest = Sha256::digest(
+            b"portcullis master key id\0"
+                .iter()
+                .chain(bytes.iter())
+                .copied()
+                .collect::<Vec<u8>>(),
+        );
+        let id = URL_SAFE_NO_PAD.encode(&digest[..9]);
+        Self {
+            key: SecretBox::new(Box::new(bytes)),
+            id,
+        }
+    }
+
+    /// Parses standard or URL-safe base64 of exactly 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
+        let text = text.trim();
+        let bytes = STANDARD
+            .decode(text)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
+            .map_err(|_| KeyError::MasterKeyFormat)?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| KeyError::MasterKeyFormat)?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    pub fn generate(rng: &dyn Random) -> Result<Self, RandomUnavailable> {
+        Ok(Self::from_bytes(random::bytes::<32>(rng)?))
+    }
+
+    /// Standard base64, for writing a key file.
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.key.expose_secret())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn aead(&self) -> LessSafeKey {
+        // A 32-byte key is always a valid AES-256 key.
+        match UnboundKey::new(&AES_256_GCM, self.key.expose_secret()) {
+            Ok(k) => LessSafeKey::new(k),
+            Err(_) => unreachable_key(),
+        }
+    }
+
+    fn seal(&self, kid: &str, plaintext: &[u8], rng: &dyn Random) -> Result<String, KeyError> {
+        let nonce_bytes = random::bytes::<12>(rng)?;
+        let mut buffer = plaintext.to_vec();
+        self.aead()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                aad(kid),
+                &mut buffer,
+            )
+            .map_err(|_| KeyError::Unsealable {
+                kid: kid.to_owned(),
+            })?;
+        let mut out = nonce_bytes.to_vec();
+        out.extend_from_slice(&buffer);
+        Ok(format!("v1.{}", URL_SAFE_NO_PAD.encode(out)))
+    }
+
+    fn open(&self, key: &StoredKey) -> Result<secrecy::SecretSlice<u8>, KeyError> {
+        if key.master_key_id != self.id {
+            return Err(KeyError::WrongMasterKey {
+                kid: key.kid.clone(),
+                stored: key.master_key_id.clone(),
+                configured: self.id.clone(),
+            });
+        }
+        let unsealable = || KeyError::Unsealable {
+            kid: key.kid.clone(),
+        };
+        let encoded = key
+            .sealed_private_key
+            .strip_prefix("v1.")
+            .ok_or_else(unsealable)?;
+        let mut bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| unsealable())?;
+        if bytes.len() < 12 + 16 {
+            return Err(unsealable());
+        }
+        let mut ciphertext = bytes.split_off(12);
+        let nonce: [u8; 12] = bytes.try_into().map_err(|_| unsealable())?;
+        let plain = self
+            .aead()
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                aad(&key.kid),
+                &mut ciphertext,
+            )
+            .map_err(|_| unsealable())?
+            .to_vec();
+        secrecy::zeroize::Zeroize::zeroize(&mut ciphertext);
+        Ok(plain.into())
+    }
+}
+
+fn aad(kid: &str) -> Aad<Vec<u8>> {
+    Aad::from(format!("portcullis signing key {kid}").into_bytes())
+}
+
+/// `UnboundKey::new` fails only for a key of the wrong length, which a `[u8; 32]` cannot be.
+fn unreachable_key() -> LessSafeKey {
+    loop {
+        if let Ok(k) = UnboundKey::new(&AES_256_GCM, &[0u8; 32]) {
+            return LessSafeKey::new(k);
+        }
+    }
+}
+
+/// Makes a new key pair for `alg`, sealed under `master`, in `state`.
+pub fn generate_key(
+    alg: SigningAlg,
+    state: KeyState,
+    master: &MasterKey,
+    rng: &dyn Random,
+    clock: &dyn Clock,
+) -> Result<StoredKey, KeyError> {
+    let kid = URL_SAFE_NO_PAD.encode(random::bytes::<12>(rng)?);
+    let failed = |_| KeyError::Generate(alg);
+    let pkcs8: Vec<u8> = match alg {
+        SigningAlg::Rs256 => aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048)
+            .map_err(failed)?
+            .as_der()
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+        SigningAlg::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(failed)?
+            .to_pkcs8v1()
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+        SigningAlg::EdDsa => Ed25519KeyPair::generate()
+            .map_err(failed)?
+            .to_pkcs8()
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+    };
+    let pair = ParsedPair::parse(alg, &kid, &pkcs8)?;
+    let public_jwk = pair.public_jwk(alg, &kid).to_string();
+    let sealed_private_key = master.seal(&kid, &pkcs8, rng)?;
+    let now = clock.now();
+    Ok(StoredKey {
+        kid,
+        alg,
+        state,
+        public_jwk,
+        sealed_private_key,
+        master_key_id: master.id().to_owned(),
+        created_at: now,
+        activates_at: (state == KeyState::Current).then_some(now),
+        retired_at: None,
+        remove_after: None,
+    })
+}
+
+/// A private key parsed for signing.
+enum ParsedPair {
+    Rsa(aws_lc_rs::rsa::KeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+impl ParsedPair {
+    fn parse(alg: SigningAlg, kid: &str, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let malformed = |_| KeyError::Malformed {
+            kid: kid.to_owned(),
+            alg,
+        };
+        Ok(match alg {
+            SigningAlg::Rs256 => {
+                Self::Rsa(aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8).map_err(malformed)?)
+            }
+            SigningAlg::Es256 => Self::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                    .map_err(malformed)?,
+            ),
+            SigningAlg::EdDsa => Self::Ed(Ed25519KeyPair::from_pkcs8(pkcs8).map_err(malformed)?),
+        })
+    }
+
+    fn public_jwk(&self, alg: SigningAlg, kid: &str) -> serde_json::Value {
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        match self {
+            Self::Rsa(pair) => {
+                let public = pair.public_key();
+                serde_json::json!({
+                    "kty": "RSA", "use": "sig", "alg": alg.as_str(), "kid": kid,
+                    "n": b64(public.modulus().big_endian_without_leading_zero()),
+                    "e": b64(public.exponent().big_endian_without_leading_zero()),
+                })
+            }
+            Self::Ec(pair) => {
+                // Uncompressed point: 0x04 ‖ x ‖ y.
+                let point = pair.public_key().as_ref();
+                let (x, y) = point
+                    .get(1..)
+                    .unwrap_or_default()
+                    .split_at(point.len().saturating_sub(1) / 2);
+                serde_json::json!({
+                    "kty": "EC", "use": "sig", "alg": alg.as_str(), "kid": kid, "crv": "P-256", "x": b64(x), "y": b64(y),
+                })
+            }
+            Self::Ed(pair) => serde_json::json!({
+                "kty": "OKP", "use": "sig", "alg": alg.as_str(), "kid": kid, "crv": "Ed25519",
+                "x": b64(pair.public_key().as_ref()),
+            }),
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Option<Vec<u8>> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        match self {
+            Self::Rsa(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                    .ok()?;
+                Some(signature)
+            }
+            Self::Ec(pair) => pair.sign(&rng, message).ok().map(|s| s.as_ref().to_vec()),
+            Self::Ed(pair) => Some(pair.sign(message).as_ref().to_vec()),
+        }
+    }
+}
+
+struct Signer {
+    alg: SigningAlg,
+    kid: String,
+    pair: ParsedPair,
+}
+
+struct Verifier {
+    alg: SigningAlg,
+    key: jsonwebtoken::DecodingKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not valid")]
+    Invalid,
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+}
+
+/// The keys in use, parsed: what signs, what verifies, and the JWKS to publish.
+pub struct KeyRing {
+    signers: Vec<Signer>,
+    verifiers: HashMap<String, Verifier>,
+    jwks: Vec<u8>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kids: Vec<_> = self.signers.iter().map(|s| (&s.kid, s.alg)).collect();
+        f.debug_struct("KeyRing")
+            .field("signers", &kids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// Opens every current key (to sign with) and publishes every key that is not revoked.
+    pub fn load(keys: &[StoredKey], master: &MasterKey) -> Result<Self, KeyError> {
+        let mut signers = Vec::new();
+        let mut verifiers = HashMap::new();
+        let mut published = Vec::new();
+        for key in keys {
+            if key.state == KeyState::Revoked {
+                continue;
+            }
+            let jwk: jsonwebtoken::jwk::Jwk =
+                serde_json::from_str(&key.public_jwk).map_err(|_| KeyError::Malformed {
+                    kid: key.kid.clone(),
+                    alg: key.alg,
+                })?;
+            let decoding =
+                jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|_| KeyError::Malformed {
+                    kid: key.kid.clone(),
+                    alg: key.alg,
+                })?;
+            verifiers.insert(
+                key.kid.clone(),
+                Verifier {
+                    alg: key.alg,
+                    key: decoding,
+                },
+            );
+            published.push(
+                serde_json::from_str::<serde_json::Value>(&key.public_jwk).map_err(|_| {
+                    KeyError::Malformed {
+                        kid: key.kid.clone(),
+                        alg: key.alg,
+                    }
+                })?,
+            );
+            if key.state == KeyState::Current && !signers.iter().any(|s: &Signer| s.alg == key.alg)
+            {
+                let pkcs8 = master.open(key)?;
+                let pair = ParsedPair::parse(key.alg, &key.kid, pkcs8.expose_secret())?;
+                // The stored public half must be the private key's own.
+                if pair.public_jwk(key.alg, &key.kid)
+                    != published.last().cloned().unwrap_or_default()
+                {
+                    return Err(KeyError::Malformed {
+                        kid: key.kid.clone(),
+                        alg: key.alg,
+                    });
+                }
+                signers.push(Signer {
+                    alg: key.alg,
+                    kid: key.kid.clone(),
+                    pair,
+                });
+            }
+        }
+        let jwks =
+            serde_json::to_vec(&serde_json::json!({ "keys": published })).unwrap_or_default();
+        Ok(Self {
+            signers,
+            verifiers,
+            jwks,
+        })
+    }
+
+    /// The JWKS document, built once.
+    pub fn jwks_json(&self) -> &[u8] {
+        &self.jwks
+    }
+
+    pub fn has_signer(&self, alg: SigningAlg) -> bool {
+        self.signers.iter().any(|s| s.alg == alg)
+    }
+
+    /// A compact JWS of `claims`, signed with the current `alg` key, with `typ` in its header.
+    pub fn sign<T: Serialize>(
+        &self,
+        alg: SigningAlg,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, KeyError> {
+        let signer = self
+            .signers
+            .iter()
+            .find(|s| s.alg == alg)
+            .ok_or(KeyError::NoCurrentKey(alg))?;
+        let header = serde_json::json!({ "alg": alg.as_str(), "typ": typ, "kid": signer.kid });
+        let mut jws = URL_SAFE_NO_PAD.encode(header.to_string());
+        jws.push('.');
+        let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Generate(alg))?;
+        URL_SAFE_NO_PAD.encode_string(payload, &mut jws);
+        let signature = signer
+            .pair
+            .sign(jws.as_bytes())
+            .ok_or(KeyError::Generate(alg))?;
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut jws);
+        Ok(jws)
+    }
+
+    /// Verifies a token's signature against the published keys and decodes its claims. Time
+    /// claims are checked by the caller, which owns the clock.
+    pub fn verify<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        expected_typ: Option<&str>,
+    ) -> Result<T, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let verifier = self.verifiers.get(kid).ok_or(TokenError::UnknownKey)?;
+        if header.alg != verifier.alg.jsonwebtoken() {
+            return Err(TokenError::Invalid);
+        }
+        let typ_ok = |typ: &str| {
+            header
+                .typ
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(typ))
+        };
+        if expected_typ.is_some_and(|typ| !typ_ok(typ)) {
+            return Err(TokenError::Invalid);
+        }
+        let mut validation = jsonwebtoken::Validation::new(verifier.alg.jsonwebtoken());
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<T>(token, &verifier.key, &validation)
+            .map(|d| d.claims)
+            .map_err(|_| TokenError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FixedClock, SeededRandom};
+
+    fn ring(algs: &[SigningAlg]) -> (KeyRing, Vec<StoredKey>, MasterKey) {
+        let (rng, clock) = (SeededRandom::new(1), FixedClock::at(1_800_000_000));
+        let master = MasterKey::generate(&rng).unwrap();
+        let keys: Vec<_> = algs
+            .iter()
+            .map(|a| generate_key(*a, KeyState::Current, &master, &rng, &clock).unwrap())
+            .collect();
+        (KeyRing::load(&keys, &master).unwrap(), keys, master)
+    }
+
+    #[test]
+    fn every_algorithm_signs_and_verifies() {
+        let (ring, _, _) = ring(&SigningAlg::ALL);
+        for alg in SigningAlg::ALL {
+            let token = ring
+                .sign(alg, "at+jwt", &serde_json::json!({ "sub": "x", "n": 1 }))
+                .unwrap();
+            let claims: serde_json::Value = ring.verify(&token, Some("at+jwt")).unwrap();
+            assert_eq!(claims["sub"], "x", "{alg}");
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(header.alg, alg.jsonwebtoken());
+            assert!(
+                ring.verify::<serde_json::Value>(&token, Some("JWT"))
+                    .is_err(),
+                "typ is checked"
+            );
+        }
+    }
+
+    #[test]
+    fn tampered_tokens_fail() {
+        let (ring, _, _) = ring(&[SigningAlg::Es256]);
+        let token = ring
+            .sign(
+                SigningAlg::Es256,
+                "at+jwt",
+                &serde_json::json!({ "sub": "x" }),
+            )
+            .unwrap();
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(r#"{"sub":"admin"}"#);
+        assert!(
+            ring.verify::<serde_json::Value>(&parts.join("."), None)
+                .is_err()
+        );
+        // alg=none and an unknown kid are refused.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"x"}"#),
+            parts[1]
+        );
+        assert!(ring.verify::<serde_json::Value>(&none, None).is_err());
+        assert!(ring.verify::<serde_json::Value>("garbage", None).is_err());
+    }
+
+    #[test]
+    fn jwks_has_only_public_parameters() {
+        let (ring, keys, _) = ring(&SigningAlg::ALL);
+        let jwks: serde_json::Value = serde_json::from_slice(ring.jwks_json()).unwrap();
+        let published = jwks["keys"].as_array().unwrap();
+        assert_eq!(published.len(), 3);
+        for jwk in published {
+            for private in ["d", "p", "q", "dp", "dq", "qi"] {
+                assert!(jwk.get(private).is_none(), "{jwk}");
+            }
+            assert!(keys.iter().any(|k| k.kid == jwk["kid"]));
+        }
+        let rsa = published.iter().find(|k| k["kty"] == "RSA").unwrap();
+        let n = URL_SAFE_NO_PAD.decode(rsa["n"].as_str().unwrap()).unwrap();
+        assert_eq!(n.len() * 8, 2048, "RSA 2048");
+    }
+
+    #[test]
+    fn private_keys_are_sealed_and_bound_to_their_kid() {
+        let (_, keys, master) = ring(&[SigningAlg::Es256]);
+        let key = &keys[0];
+        assert!(key.sealed_private_key.starts_with("v1."));
+        assert!(!format!("{key:?}").contains(&key.sealed_private_key));
+        // Another master key is named, not tried.
+        let other = MasterKey::generate(&SeededRandom::new(99)).unwrap();
+        assert!(matches!(
+            KeyRing::load(&keys, &other),
+            Err(KeyError::WrongMasterKey { .. })
+        ));
+        // A sealed key moved to another kid does not open (the kid is associated data).
+        let mut moved = key.clone();
+        moved.kid = "another".into();
+        moved.public_jwk = moved.public_jwk.replace(&key.kid, "another");
+        assert!(matches!(
+            KeyRing::load(&[moved], &master),
+            Err(KeyError::Unsealable { .. })
+        ));
+        // Truncated or flipped ciphertext does not open.
+        let mut truncated = key.clone();
+        truncated.sealed_private_key.truncate(40);
+        assert!(matches!(
+            KeyRing::load(&[truncated], &master),
+            Err(KeyError::Unsealable { .. })
+        ));
+        let mut flipped = key.clone();
+        let last = flipped.sealed_private_key.pop().unwrap();
+        flipped
+            .sealed_private_key
+            .push(if last == 'A' { 'B' } else { 'A' });
+        assert!(KeyRing::load(&[flipped], &master).is_err());
+    }
+
+    #[test]
+    fn master_keys_parse_from_base64_only_at_32_bytes() {
+        let key = MasterKey::generate(&SeededRandom::new(3)).unwrap();
+        let again = MasterKey::from_base64(&key.to_base64()).unwrap();
+        assert_eq!(key.id(), again.id());
+        assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
+        assert!(MasterKey::from_base64("not base64!").is_err());
+        assert!(!format!("{key:?}").contains(&key.to_base64()));
+    }
+
+    #[test]
+    fn revoked_keys_neither_sign_nor_verify() {
+        let (ring1, mut keys, master) = ring(&[SigningAlg::Es256]);
+        let token = ring1
+            .sign(SigningAlg::Es256, "at+jwt", &serde_json::json!({}))
+            .unwrap();
+        keys[0].state = KeyState::Revoked;
+        let ring2 = KeyRing::load(&keys, &master).unwrap();
+        assert!(!ring2.has_signer(SigningAlg::Es256));
+        assert!(matches!(
+            ring2.verify::<serde_json::Value>(&token, None),
+            Err(TokenError::UnknownKey)
+        ));
+    }
+}
