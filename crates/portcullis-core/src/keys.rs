@@ -321,6 +321,44 @@ pub fn generate_key(
     })
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureKeysError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Makes sure every algorithm has a current key, generating the missing ones (on first
+/// start), then opens them all. Keys that exist are never replaced: a key that does not open
+/// under `master` is an error, not a reason to make a new one.
+pub fn ensure_current_keys(
+    store: &dyn crate::store::KeyStore,
+    master: &MasterKey,
+    rng: &dyn Random,
+    clock: &dyn Clock,
+) -> Result<KeyRing, EnsureKeysError> {
+    let mut keys = store.signing_keys()?;
+    let missing: Vec<SigningAlg> = SigningAlg::ALL
+        .into_iter()
+        .filter(|alg| {
+            !keys
+                .iter()
+                .any(|k| k.alg == *alg && k.state == KeyState::Current)
+        })
+        .collect();
+    if !missing.is_empty() {
+        let fresh = missing
+            .into_iter()
+            .map(|alg| generate_key(alg, KeyState::Current, master, rng, clock))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Another node may have added its own meanwhile; the store keeps the first.
+        store.add_current_keys_if_missing(&fresh)?;
+        keys = store.signing_keys()?;
+    }
+    Ok(KeyRing::load(&keys, master)?)
+}
+
 /// A private key parsed for signing.
 enum ParsedPair {
     Rsa(aws_lc_rs::rsa::KeyPair),

@@ -5,11 +5,13 @@
 //! can be unit-tested with a fixed clock and a seeded generator.
 
 pub mod bootstrap;
+pub mod client_auth;
 pub mod clients;
 pub mod clock;
 pub mod domain;
 pub mod keys;
 pub mod model;
+pub mod oauth;
 pub mod password;
 pub mod random;
 pub mod secret;

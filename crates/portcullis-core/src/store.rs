@@ -4,6 +4,7 @@
 
 use crate::clock::UnixTime;
 use crate::domain::{ClientId, Username};
+use crate::keys::StoredKey;
 use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserStatus};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -66,6 +67,31 @@ pub trait ClientStore: Send + Sync {
     /// Deletes a client with its secrets and everything issued to it. Returns false when
     /// there is no such client.
     fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError>;
+
+    /// The client's secrets that are neither revoked nor expired at `now`.
+    fn client_secrets(
+        &self,
+        id: &ClientId,
+        now: UnixTime,
+    ) -> Result<Vec<ClientSecretRecord>, StoreError>;
+}
+
+pub trait KeyStore: Send + Sync {
+    /// Every signing key, oldest first.
+    fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Inserts each key unless a current key of its algorithm already exists, in one
+    /// transaction (several nodes may start at once). Returns how many it inserted.
+    fn add_current_keys_if_missing(&self, keys: &[StoredKey]) -> Result<usize, StoreError>;
+}
+
+/// What is issued under a grant. Access tokens are stateless JWTs: only the ids of revoked
+/// ones are kept, until they would have expired anyway.
+pub trait GrantStore: Send + Sync {
+    /// Records that the access token `jti` is revoked. Revoking twice is not an error.
+    fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError>;
+
+    fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
 }
 
 /// Whether the database answers; `/readyz` asks.

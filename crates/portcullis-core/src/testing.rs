@@ -8,7 +8,7 @@ use crate::clock::{Clock, UnixTime};
 use crate::domain::{ClientId, Username};
 use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserStatus};
 use crate::random::{Random, RandomUnavailable};
-use crate::store::{ClientStore, StoreError, UserStore};
+use crate::store::{ClientStore, GrantStore, StoreError, UserStore};
 
 pub struct FixedClock(pub AtomicI64);
 
@@ -53,6 +53,26 @@ impl Random for SeededRandom {
 pub struct MemoryStore {
     users: Mutex<BTreeMap<String, User>>,
     clients: Mutex<BTreeMap<String, (Client, Vec<ClientSecretRecord>)>>,
+    revoked: Mutex<BTreeMap<String, UnixTime>>,
+}
+
+impl GrantStore for MemoryStore {
+    fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError> {
+        let mut revoked = self
+            .revoked
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        revoked.insert(jti.to_owned(), expires_at);
+        Ok(())
+    }
+
+    fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let revoked = self
+            .revoked
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(revoked.contains_key(jti))
+    }
 }
 
 impl MemoryStore {
@@ -197,6 +217,18 @@ impl ClientStore for MemoryStore {
             .filter(|(c, _)| after.is_none_or(|a| c.id.as_str() > a.as_str()))
             .take(limit as usize)
             .map(|e| e.0.clone())
+            .collect())
+    }
+
+    fn client_secrets(
+        &self,
+        id: &ClientId,
+        now: UnixTime,
+    ) -> Result<Vec<ClientSecretRecord>, StoreError> {
+        Ok(self
+            .secrets_of(id)
+            .into_iter()
+            .filter(|s| s.expires_at.is_none_or(|e| e > now))
             .collect())
     }
 

@@ -8,6 +8,7 @@ use portcullis_core::domain::{
     ClientAuthMethod, ClientId, ClientName, GrantType, InvalidInput, RedirectUri, ScopeSet,
 };
 use portcullis_core::model::{Client, ClientSecretRecord, TokenSettings};
+use portcullis_core::secret::TokenHash;
 use portcullis_core::store::{ClientStore, StoreError};
 
 use crate::DieselStore;
@@ -187,6 +188,40 @@ impl ClientStore for DieselStore {
             .map_err(from_diesel)?
             .into_iter()
             .map(ClientRow::into_client)
+            .collect()
+    }
+
+    fn client_secrets(
+        &self,
+        id: &ClientId,
+        now: UnixTime,
+    ) -> Result<Vec<ClientSecretRecord>, StoreError> {
+        let mut conn = self.conn()?;
+        let rows: Vec<(String, String, i64, Option<i64>)> = client_secrets::table
+            .filter(client_secrets::client_id.eq(id.as_str()))
+            .filter(client_secrets::revoked_at.is_null())
+            .filter(
+                client_secrets::expires_at
+                    .is_null()
+                    .or(client_secrets::expires_at.gt(now.as_secs())),
+            )
+            .select((
+                client_secrets::id,
+                client_secrets::secret_hash,
+                client_secrets::created_at,
+                client_secrets::expires_at,
+            ))
+            .load(&mut conn)
+            .map_err(from_diesel)?;
+        rows.into_iter()
+            .map(|(sid, hash, created, expires)| {
+                Ok(ClientSecretRecord {
+                    id: uuid::Uuid::parse_str(&sid).map_err(|e| corrupt("client_secrets.id", e))?,
+                    hash: TokenHash::from_stored(hash),
+                    created_at: UnixTime::from_secs(created),
+                    expires_at: expires.map(UnixTime::from_secs),
+                })
+            })
             .collect()
     }
 

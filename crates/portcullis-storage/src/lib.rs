@@ -7,6 +7,7 @@
 mod clients;
 pub mod db;
 mod error;
+mod keys;
 pub mod schema;
 #[cfg(feature = "test-db")]
 pub mod test_db;
@@ -14,7 +15,9 @@ mod users;
 
 use std::sync::Arc;
 
-use portcullis_core::store::{ClientStore, HealthCheck, StoreError, UserStore};
+use portcullis_core::store::{
+    ClientStore, GrantStore, HealthCheck, KeyStore, StoreError, UserStore,
+};
 
 pub use db::{Database, DatabaseUrl, InvalidDatabaseUrl, OpenError, PoolOptions, redact_url};
 
@@ -52,6 +55,8 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     pub clients: Arc<dyn ClientStore>,
     pub health: Arc<dyn HealthCheck>,
+    pub keys: Arc<dyn KeyStore>,
+    pub grants: Arc<dyn GrantStore>,
 }
 
 impl Stores {
@@ -60,7 +65,9 @@ impl Stores {
         Self {
             users: store.clone(),
             clients: store.clone(),
-            health: store,
+            health: store.clone(),
+            keys: store.clone(),
+            grants: store,
         }
     }
 }

@@ -16,6 +16,7 @@ use portcullis_core::model::{
 };
 use portcullis_core::password::PasswordHash;
 use portcullis_core::secret::TokenHash;
+use portcullis_core::store::KeyStore;
 use portcullis_core::store::{ClientStore, HealthCheck, StoreError, UserStore};
 use portcullis_storage::db::DbConnection;
 use portcullis_storage::schema::{client_secrets, clients, user_roles, users};
@@ -338,6 +339,80 @@ fn corrupt_rows_are_reported_not_used(db: TestDatabase) {
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
 }
 
+fn signing_keys_are_added_once_per_algorithm(db: TestDatabase) {
+    use portcullis_core::keys::{
+        KeyState, MasterKey, SigningAlg, ensure_current_keys, generate_key,
+    };
+    let f = open(db);
+    let rng = portcullis_core::OsRandom;
+    let clock = portcullis_core::SystemClock;
+    let master = MasterKey::generate(&rng).unwrap();
+    let first = ensure_current_keys(&f.store, &master, &rng, &clock).unwrap();
+    let stored = f.store.signing_keys().unwrap();
+    assert_eq!(stored.len(), 3);
+    // A second start reuses them: same JWKS.
+    let again = ensure_current_keys(&f.store, &master, &rng, &clock).unwrap();
+    assert_eq!(first.jwks_json(), again.jwks_json());
+    // A racing node's extra key is not added while a current one exists.
+    let extra = generate_key(SigningAlg::Es256, KeyState::Current, &master, &rng, &clock).unwrap();
+    assert_eq!(f.store.add_current_keys_if_missing(&[extra]).unwrap(), 0);
+    assert_eq!(f.store.signing_keys().unwrap(), stored);
+    // The wrong master key fails; nothing is regenerated.
+    let other = MasterKey::generate(&rng).unwrap();
+    assert!(ensure_current_keys(&f.store, &other, &rng, &clock).is_err());
+    assert_eq!(f.store.signing_keys().unwrap(), stored);
+}
+
+fn revoked_access_tokens(db: TestDatabase) {
+    use portcullis_core::store::GrantStore;
+    let f = open(db);
+    assert!(!f.store.is_access_token_revoked("j1").unwrap());
+    f.store
+        .revoke_access_token("j1", UnixTime::from_secs(1_900_000_000))
+        .unwrap();
+    f.store
+        .revoke_access_token("j1", UnixTime::from_secs(1_900_000_000))
+        .unwrap();
+    assert!(f.store.is_access_token_revoked("j1").unwrap());
+    assert!(!f.store.is_access_token_revoked("' OR '1'='1").unwrap());
+}
+
+fn only_live_secrets_are_returned(db: TestDatabase) {
+    let f = open(db);
+    let c = client("Rotating");
+    f.store.create_client(&c, Some(&secret_for())).unwrap();
+    let expiring = ClientSecretRecord {
+        id: uuid::Uuid::now_v7(),
+        hash: TokenHash::of("old"),
+        created_at: UnixTime::from_secs(0),
+        expires_at: Some(UnixTime::from_secs(2_000)),
+    };
+    diesel::insert_into(client_secrets::table)
+        .values((
+            client_secrets::id.eq(expiring.id.to_string()),
+            client_secrets::client_id.eq(c.id.as_str()),
+            client_secrets::secret_hash.eq(expiring.hash.as_str()),
+            client_secrets::created_at.eq(0_i64),
+            client_secrets::expires_at.eq(Some(2_000_i64)),
+        ))
+        .execute(&mut *conn(&f))
+        .unwrap();
+    assert_eq!(
+        f.store
+            .client_secrets(&c.id, UnixTime::from_secs(1_000))
+            .unwrap()
+            .len(),
+        2,
+        "two valid during rotation"
+    );
+    let later = f
+        .store
+        .client_secrets(&c.id, UnixTime::from_secs(3_000))
+        .unwrap();
+    assert_eq!(later.len(), 1);
+    assert!(later[0].hash.matches("a high-entropy secret"));
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -368,6 +443,9 @@ contract!(
     deleting_a_client_removes_its_secrets,
     foreign_keys_are_enforced,
     corrupt_rows_are_reported_not_used,
+    signing_keys_are_added_once_per_algorithm,
+    revoked_access_tokens,
+    only_live_secrets_are_returned,
 );
 
 #[test]

@@ -1,0 +1,494 @@
+//! The token-side protocol: RFC 6749 errors, JWT access tokens (RFC 9068), the client
+//! credentials grant (RFC 6749 §4.4), introspection (RFC 7662) and revocation (RFC 7009).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, UnixTime};
+use crate::domain::{GrantType, IssuerUrl, ScopeSet};
+use crate::keys::{KeyError, KeyRing, SigningAlg};
+use crate::model::Client;
+use crate::random::{self, Random};
+use crate::store::{GrantStore, StoreError};
+
+/// The error codes of RFC 6749 §5.2 and RFC 7009 §2.2.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    UnsupportedTokenType,
+    ServerError,
+    TemporarilyUnavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+}
+
+/// An error as a client sees it. The description is limited to the characters RFC 6749 §5.2
+/// allows (`%x20-21 / %x23-5B / %x5D-7E`): anything else is replaced, so input echoed in it
+/// can neither break the JSON nor forge a header.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OAuthError {
+    pub code: ErrorCode,
+    pub description: String,
+    /// The client tried HTTP Basic: a 401 must carry `WWW-Authenticate: Basic`.
+    pub basic_challenge: bool,
+}
+
+impl OAuthError {
+    pub fn new(code: ErrorCode, description: impl fmt::Display) -> Self {
+        let description = description
+            .to_string()
+            .chars()
+            .map(|c| {
+                if matches!(c, ' '..='!' | '#'..='[' | ']'..='~') {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        Self {
+            code,
+            description,
+            basic_challenge: false,
+        }
+    }
+
+    pub fn invalid_request(description: impl fmt::Display) -> Self {
+        Self::new(ErrorCode::InvalidRequest, description)
+    }
+
+    pub fn invalid_client(description: impl fmt::Display, basic: bool) -> Self {
+        Self {
+            basic_challenge: basic,
+            ..Self::new(ErrorCode::InvalidClient, description)
+        }
+    }
+
+    /// A store failure: the client sees only that the server could not answer; the caller
+    /// logs the cause.
+    pub fn from_store(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the server cannot answer right now, try again shortly",
+            ),
+            _ => Self::new(
+                ErrorCode::ServerError,
+                "the server could not complete the request",
+            ),
+        }
+    }
+
+    pub fn from_keys(_: KeyError) -> Self {
+        Self::new(
+            ErrorCode::ServerError,
+            "the server could not complete the request",
+        )
+    }
+
+    /// The HTTP status: 401 for a failed client authentication, 503 when unavailable, 500 for
+    /// a server error, 400 otherwise.
+    pub fn status(&self) -> u16 {
+        match self.code {
+            ErrorCode::InvalidClient => 401,
+            ErrorCode::ServerError => 500,
+            ErrorCode::TemporarilyUnavailable => 503,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.description)
+    }
+}
+
+/// `aud`: one audience or several (RFC 7519 §4.1.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    pub fn contains(&self, who: &str) -> bool {
+        match self {
+            Self::One(a) => a == who,
+            Self::Many(all) => all.iter().any(|a| a == who),
+        }
+    }
+}
+
+/// The claims of a JWT access token (RFC 9068 §2.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Audience,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// What the token-side protocol needs from the server.
+pub struct Context<'a> {
+    pub issuer: &'a IssuerUrl,
+    pub keys: &'a KeyRing,
+    pub clock: &'a dyn Clock,
+    pub rng: &'a dyn Random,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+/// Signs an access token for `subject`, valid for `ttl`.
+pub fn issue_access_token(
+    ctx: &Context<'_>,
+    client: &Client,
+    subject: &str,
+    audience: Audience,
+    scope: &ScopeSet,
+    ttl: Duration,
+) -> Result<TokenResponse, OAuthError> {
+    let now = ctx.clock.now();
+    let jti = random::uuid_v7(ctx.rng, ctx.clock)
+        .map_err(|_| OAuthError::new(ErrorCode::ServerError, "no randomness"))?;
+    let claims = AccessTokenClaims {
+        iss: ctx.issuer.to_string(),
+        sub: subject.to_owned(),
+        aud: audience,
+        exp: now.plus(ttl).as_secs(),
+        iat: now.as_secs(),
+        jti: jti.hyphenated().to_string(),
+        client_id: client.id.to_string(),
+        scope: scope.to_string(),
+    };
+    let token = ctx
+        .keys
+        .sign(SigningAlg::Es256, ACCESS_TOKEN_TYP, &claims)
+        .map_err(OAuthError::from_keys)?;
+    Ok(TokenResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: ttl.as_secs(),
+        scope: scope.to_string(),
+    })
+}
+
+/// Scopes that only make sense with a person present, never in a client-credentials grant.
+const USER_SCOPES: [&str; 5] = ["openid", "profile", "email", "offline_access", "roles"];
+
+/// The client credentials grant: the client acts on its own behalf, so `sub` is its id.
+/// `requested` must be a subset of the client's allowed scopes; when absent, the client gets
+/// all of them that are not about a person. `resource` (RFC 8707) sets the audience.
+pub fn client_credentials(
+    ctx: &Context<'_>,
+    client: &Client,
+    requested: Option<ScopeSet>,
+    resource: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
+    if !client.grant_types.contains(&GrantType::ClientCredentials) {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the client_credentials grant",
+        ));
+    }
+    let scope = match requested {
+        Some(requested) => {
+            if let Some(bad) = requested.iter().find(|s| {
+                !client.allowed_scopes.contains(s.as_str()) || USER_SCOPES.contains(&s.as_str())
+            }) {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidScope,
+                    format_args!("the scope {bad} is not allowed for this client"),
+                ));
+            }
+            requested
+        }
+        None => ScopeSet::from_scopes(
+            client
+                .allowed_scopes
+                .iter()
+                .filter(|s| !USER_SCOPES.contains(&s.as_str()))
+                .cloned(),
+        ),
+    };
+    let audience = match resource {
+        Some(r) => Audience::One(parse_resource(r)?),
+        None => Audience::One(ctx.issuer.to_string()),
+    };
+    issue_access_token(
+        ctx,
+        client,
+        client.id.as_str(),
+        audience,
+        &scope,
+        client.token_settings.access_token_ttl,
+    )
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment.
+fn parse_resource(raw: &str) -> Result<String, OAuthError> {
+    match url::Url::parse(raw) {
+        Ok(u) if u.fragment().is_none() && u.has_host() => Ok(raw.to_owned()),
+        _ => Err(OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "resource must be an absolute URI without a fragment",
+        )),
+    }
+}
+
+/// Reads one of our access tokens: signature, type, issuer and expiry. `None` for anything
+/// that is not a live token of ours.
+fn live_claims(ctx: &Context<'_>, token: &str, now: UnixTime) -> Option<AccessTokenClaims> {
+    let claims: AccessTokenClaims = ctx.keys.verify(token, Some(ACCESS_TOKEN_TYP)).ok()?;
+    (claims.iss == ctx.issuer.as_str() && claims.exp > now.as_secs()).then_some(claims)
+}
+
+/// RFC 7662: what a client may learn about a token. A client sees only tokens issued to it
+/// or meant for it (`aud`); every other answer is `{"active": false}`.
+pub fn introspect(
+    ctx: &Context<'_>,
+    grants: &dyn GrantStore,
+    caller: &Client,
+    token: &str,
+) -> Result<Option<AccessTokenClaims>, StoreError> {
+    let Some(claims) = live_claims(ctx, token, ctx.clock.now()) else {
+        return Ok(None);
+    };
+    let caller_id = caller.id.as_str();
+    if claims.client_id != caller_id && !claims.aud.contains(caller_id) {
+        return Ok(None);
+    }
+    if grants.is_access_token_revoked(&claims.jti)? {
+        return Ok(None);
+    }
+    Ok(Some(claims))
+}
+
+/// RFC 7009: revokes a token the caller owns. A token that is unknown, expired or another
+/// client's is left alone, and the answer is the same (§2.2): nothing is learnt from it.
+pub fn revoke(
+    ctx: &Context<'_>,
+    grants: &dyn GrantStore,
+    caller: &Client,
+    token: &str,
+) -> Result<(), StoreError> {
+    let Some(claims) = live_claims(ctx, token, ctx.clock.now()) else {
+        return Ok(());
+    };
+    if claims.client_id != caller.id.as_str() {
+        return Ok(());
+    }
+    grants.revoke_access_token(&claims.jti, UnixTime::from_secs(claims.exp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ClientAuthMethod, ClientId, ClientName};
+    use crate::keys::{KeyState, MasterKey, generate_key};
+    use crate::model::TokenSettings;
+    use crate::testing::{FixedClock, MemoryStore, SeededRandom};
+
+    struct Fixture {
+        issuer: IssuerUrl,
+        keys: KeyRing,
+        clock: FixedClock,
+        rng: SeededRandom,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let (rng, clock) = (SeededRandom::new(11), FixedClock::at(1_800_000_000));
+            let master = MasterKey::generate(&rng).unwrap();
+            let key =
+                generate_key(SigningAlg::Es256, KeyState::Current, &master, &rng, &clock).unwrap();
+            let keys = KeyRing::load(&[key], &master).unwrap();
+            Self {
+                issuer: IssuerUrl::parse("https://id.example.com", false).unwrap(),
+                keys,
+                clock,
+                rng,
+            }
+        }
+
+        fn ctx(&self) -> Context<'_> {
+            Context {
+                issuer: &self.issuer,
+                keys: &self.keys,
+                clock: &self.clock,
+                rng: &self.rng,
+            }
+        }
+    }
+
+    fn service(id: &str) -> Client {
+        Client {
+            id: ClientId::parse(id).unwrap(),
+            name: ClientName::parse(id).unwrap(),
+            redirect_uris: vec![],
+            post_logout_redirect_uris: vec![],
+            grant_types: vec![GrantType::ClientCredentials],
+            auth_method: ClientAuthMethod::ClientSecretBasic,
+            allowed_scopes: ScopeSet::parse("api:read api:write openid").unwrap(),
+            first_party: false,
+            require_pkce: true,
+            token_settings: TokenSettings::default(),
+            created_at: UnixTime::from_secs(0),
+            updated_at: UnixTime::from_secs(0),
+        }
+    }
+
+    #[test]
+    fn client_credentials_issue_a_jwt_per_rfc_9068() {
+        let f = Fixture::new();
+        let res = client_credentials(
+            &f.ctx(),
+            &service("s1"),
+            Some(ScopeSet::parse("api:read").unwrap()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(res.token_type, "Bearer");
+        assert_eq!(res.expires_in, 900);
+        assert_eq!(res.scope, "api:read");
+        let claims: AccessTokenClaims = f.keys.verify(&res.access_token, Some("at+jwt")).unwrap();
+        assert_eq!(claims.sub, "s1");
+        assert_eq!(claims.client_id, "s1");
+        assert_eq!(claims.iss, "https://id.example.com");
+        assert_eq!(claims.aud, Audience::One("https://id.example.com".into()));
+        assert_eq!(claims.exp - claims.iat, 900);
+    }
+
+    #[test]
+    fn default_scope_leaves_out_person_scopes() {
+        let f = Fixture::new();
+        let res = client_credentials(&f.ctx(), &service("s1"), None, None).unwrap();
+        assert_eq!(res.scope, "api:read api:write");
+    }
+
+    #[test]
+    fn refusals() {
+        let f = Fixture::new();
+        let code = |r: Result<TokenResponse, OAuthError>| r.unwrap_err().code;
+        let scope = |s: &str| Some(ScopeSet::parse(s).unwrap());
+        assert_eq!(
+            code(client_credentials(
+                &f.ctx(),
+                &service("s1"),
+                scope("admin"),
+                None
+            )),
+            ErrorCode::InvalidScope
+        );
+        assert_eq!(
+            code(client_credentials(
+                &f.ctx(),
+                &service("s1"),
+                scope("openid"),
+                None
+            )),
+            ErrorCode::InvalidScope
+        );
+        let mut web = service("w1");
+        web.grant_types = vec![GrantType::AuthorizationCode];
+        assert_eq!(
+            code(client_credentials(&f.ctx(), &web, None, None)),
+            ErrorCode::UnauthorizedClient
+        );
+        assert_eq!(
+            code(client_credentials(
+                &f.ctx(),
+                &service("s1"),
+                None,
+                Some("/relative")
+            )),
+            ErrorCode::InvalidRequest
+        );
+        let ok = client_credentials(
+            &f.ctx(),
+            &service("s1"),
+            None,
+            Some("https://api.example.com"),
+        )
+        .unwrap();
+        let claims: AccessTokenClaims = f.keys.verify(&ok.access_token, None).unwrap();
+        assert!(claims.aud.contains("https://api.example.com"));
+    }
+
+    #[test]
+    fn error_descriptions_keep_to_the_allowed_characters() {
+        let e = OAuthError::invalid_request("bad \"scope\"\r\nSet-Cookie: x=1 \\ é");
+        assert_eq!(e.description, "bad ?scope???Set-Cookie: x=1 ? ?");
+        assert_eq!(OAuthError::invalid_client("x", true).status(), 401);
+    }
+
+    #[test]
+    fn introspection_shows_only_own_live_unrevoked_tokens() {
+        let f = Fixture::new();
+        let store = MemoryStore::default();
+        let (s1, s2) = (service("s1"), service("s2"));
+        let token = client_credentials(&f.ctx(), &s1, None, None)
+            .unwrap()
+            .access_token;
+        assert!(introspect(&f.ctx(), &store, &s1, &token).unwrap().is_some());
+        assert!(
+            introspect(&f.ctx(), &store, &s2, &token).unwrap().is_none(),
+            "not s2's token"
+        );
+        assert!(
+            introspect(&f.ctx(), &store, &s1, "garbage")
+                .unwrap()
+                .is_none()
+        );
+        // Another client revoking it changes nothing.
+        revoke(&f.ctx(), &store, &s2, &token).unwrap();
+        assert!(introspect(&f.ctx(), &store, &s1, &token).unwrap().is_some());
+        revoke(&f.ctx(), &store, &s1, &token).unwrap();
+        assert!(introspect(&f.ctx(), &store, &s1, &token).unwrap().is_none());
+        // Expiry.
+        let fresh = client_credentials(&f.ctx(), &s1, None, None)
+            .unwrap()
+            .access_token;
+        f.clock
+            .0
+            .store(1_800_000_000 + 900, std::sync::atomic::Ordering::SeqCst);
+        assert!(introspect(&f.ctx(), &store, &s1, &fresh).unwrap().is_none());
+    }
+}
