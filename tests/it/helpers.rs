@@ -4,10 +4,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use portcullis_core::clients::{ClientRegistration, register_client};
+use portcullis_core::domain::{ClientAuthMethod, ClientName, GrantType, RedirectUri, ScopeSet};
+use portcullis_core::model::TokenSettings;
+use portcullis_core::{OsRandom, SystemClock};
 use portcullis_storage::test_db::TestDatabase;
+use portcullis_storage::{Database, DieselStore, PoolOptions};
 use portcullis_web::settings::{Config, Settings};
 use portcullis_web::startup::Application;
 
@@ -17,7 +22,8 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
-    pub db: TestDatabase,
+    pub db: Arc<TestDatabase>,
+    pub master_key: String,
 }
 
 /// Settings for a test server on a fresh database: an ephemeral port, cheap bcrypt.
@@ -30,32 +36,126 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     s.database.connect_timeout = portcullis_web::settings::Seconds(1);
     s.bootstrap.admin_password = Some(ADMIN_PASSWORD.into());
     s.security.bcrypt_cost = 4;
+    s.keys.master_key = Some(
+        portcullis_core::keys::MasterKey::generate(&portcullis_core::OsRandom)
+            .unwrap()
+            .to_base64(),
+    );
     s
 }
 
-pub async fn spawn_app() -> TestApp {
-    let db = TestDatabase::from_env().expect("test database");
-    let config = Config::from_settings(&test_settings(&db)).expect("config");
-    let app = Application::build(&config).expect("build");
+/// Starts a server on `db` with `settings` (see `test_settings`).
+pub async fn spawn_with(db: Arc<TestDatabase>, settings: Settings) -> anyhow::Result<TestApp> {
+    let config = Config::from_settings(&settings)?;
+    let app = Application::build(&config)?;
     let address = app.address();
     let base = app.issuer().to_string();
     tokio::spawn(app.run_until_stopped());
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
-        .build()
-        .unwrap();
-    TestApp {
+        .build()?;
+    let master_key = settings.keys.master_key.unwrap_or_default();
+    Ok(TestApp {
         address,
         base,
         http,
         db,
-    }
+        master_key,
+    })
+}
+
+pub async fn spawn_app() -> TestApp {
+    let db = Arc::new(TestDatabase::from_env().expect("test database"));
+    let settings = test_settings(&db);
+    spawn_with(db, settings).await.expect("the server starts")
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Registers a client straight through the store; returns its id and secret.
+    pub fn register(
+        &self,
+        name: &str,
+        grants: &[GrantType],
+        auth: ClientAuthMethod,
+        scopes: &str,
+    ) -> (String, Option<String>) {
+        let store =
+            DieselStore::new(Database::open(self.db.url(), &PoolOptions::default()).unwrap());
+        let redirect = grants.contains(&GrantType::AuthorizationCode);
+        let made = register_client(
+            &store,
+            &OsRandom,
+            &SystemClock,
+            ClientRegistration {
+                name: ClientName::parse(name).unwrap(),
+                redirect_uris: if redirect {
+                    vec![RedirectUri::parse("https://rp1.test/cb").unwrap()]
+                } else {
+                    vec![]
+                },
+                post_logout_redirect_uris: vec![],
+                grant_types: grants.to_vec(),
+                auth_method: auth,
+                allowed_scopes: ScopeSet::parse(scopes).unwrap(),
+                first_party: false,
+                token_settings: TokenSettings::default(),
+            },
+        )
+        .unwrap();
+        (
+            made.client.id.to_string(),
+            made.secret.map(|s| s.reveal().to_owned()),
+        )
+    }
+
+    /// A service client (client_credentials, client_secret_basic, scopes api:read api:write).
+    pub fn service_client(&self, name: &str) -> (String, String) {
+        let (id, secret) = self.register(
+            name,
+            &[GrantType::ClientCredentials],
+            ClientAuthMethod::ClientSecretBasic,
+            "api:read api:write",
+        );
+        (id, secret.unwrap())
+    }
+
+    /// POSTs a form with Basic credentials.
+    pub async fn post_basic(
+        &self,
+        path: &str,
+        id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .basic_auth(id, Some(secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A client_credentials access token for the client.
+    pub async fn token_for(&self, id: &str, secret: &str) -> String {
+        let res = self
+            .post_basic(
+                "/oauth2/token",
+                id,
+                secret,
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        res.json::<serde_json::Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 }
 

@@ -14,4 +14,6 @@ mod cli;
 mod config_doc;
 mod health;
 mod helpers;
+mod keys;
+mod oauth;
 mod serve;

@@ -77,6 +77,14 @@ fn with_no_configuration_the_database_goes_to_data() {
         0o700,
         "the data folder is private to the server's user"
     );
+    let key = dir.path().join("data/master.key");
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(
+        key_mode & 0o777,
+        0o600,
+        "the development master key is private"
+    );
     let (status, _) = http_get(server.address, "/healthz");
     assert_eq!(status, 200);
     let (code, lines) = server.stop();

@@ -4,7 +4,9 @@
 pub mod cli;
 pub mod commands;
 pub mod errors;
+mod master_key;
 pub mod pages;
+pub mod paths;
 pub mod request_id;
 mod routes;
 pub mod settings;

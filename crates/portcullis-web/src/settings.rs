@@ -10,6 +10,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use portcullis_core::domain::{IssuerUrl, Username};
+use portcullis_core::keys::MasterKey;
 use portcullis_core::password::Password;
 use portcullis_storage::{DatabaseUrl, PoolOptions};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -26,6 +27,15 @@ pub struct Settings {
     pub log: LogSettings,
     pub bootstrap: BootstrapSettings,
     pub security: SecuritySettings,
+    pub keys: KeySettings,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    #[serde(deserialize_with = "lenient_string", serialize_with = "redacted")]
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -243,6 +253,20 @@ impl Settings {
     }
 }
 
+/// In development the master key lives beside the SQLite database (or in `./data`).
+fn dev_master_key_file(database: &DatabaseUrl) -> PathBuf {
+    let folder = match database {
+        DatabaseUrl::Sqlite(path) => path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty()),
+        DatabaseUrl::Postgres(_) => None,
+    };
+    folder
+        .unwrap_or_else(|| PathBuf::from("./data"))
+        .join("master.key")
+}
+
 /// One figment error as `section.key: what is wrong (where it was set)`.
 fn describe(e: figment::Error) -> String {
     let key = e.path.join(".").to_lowercase();
@@ -289,6 +313,18 @@ pub struct Config {
     pub admin_username: Username,
     pub admin_password: Option<Password>,
     pub bcrypt_cost: u32,
+    pub master_key: MasterKeySource,
+}
+
+/// Where the key that seals the signing keys comes from.
+#[derive(Debug)]
+pub enum MasterKeySource {
+    /// `keys.master_key`.
+    Inline(MasterKey),
+    /// `keys.master_key_file`: must exist.
+    File(PathBuf),
+    /// Development only: this file, created with a new key if missing.
+    DevFile(PathBuf),
 }
 
 impl Config {
@@ -345,6 +381,26 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&s.log.level)
             .map_err(|e| invalid("log.level", e))?;
+        let dev = issuer.as_ref().is_none_or(IssuerUrl::is_dev);
+        let master_key = match (&s.keys.master_key, &s.keys.master_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "keys.master_key",
+                    "set keys.master_key or keys.master_key_file, not both",
+                ));
+            }
+            (Some(inline), None) => MasterKeySource::Inline(
+                MasterKey::from_base64(inline).map_err(|e| invalid("keys.master_key", e))?,
+            ),
+            (None, Some(file)) => MasterKeySource::File(file.clone()),
+            (None, None) if dev => MasterKeySource::DevFile(dev_master_key_file(&database)),
+            (None, None) => {
+                return Err(invalid(
+                    "keys.master_key",
+                    "is required outside development: generate one with `openssl rand -base64 32` and set PORTCULLIS__KEYS__MASTER_KEY (or keys.master_key_file)",
+                ));
+            }
+        };
         Ok(Self {
             listen,
             issuer,
@@ -363,6 +419,7 @@ impl Config {
             admin_username,
             admin_password,
             bcrypt_cost: s.security.bcrypt_cost,
+            master_key,
         })
     }
 
@@ -426,6 +483,14 @@ mod tests {
             |s| s.server.issuer = Some("http://id.example.com".into()),
             "server.issuer",
         );
+        check(
+            |s| s.server.issuer = Some("https://id.example.com".into()),
+            "keys.master_key",
+        );
+        check(
+            |s| s.keys.master_key = Some("too short".into()),
+            "keys.master_key",
+        );
         check(|s| s.server.listen = "0.0.0.0:8080".into(), "server.issuer");
         check(|s| s.database.url = "mysql://x".into(), "database.url");
         check(
@@ -450,6 +515,7 @@ mod tests {
         s.server.issuer = Some("http://id.internal".into());
         assert!(Config::from_settings(&s).is_err());
         s.server.allow_http_issuer = true;
+        s.keys.master_key = Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
         assert!(Config::from_settings(&s).is_ok());
     }
 
@@ -457,7 +523,9 @@ mod tests {
     fn secrets_are_redacted_when_settings_are_shown() {
         let mut s = Settings::default();
         s.bootstrap.admin_password = Some("hunter2hunter2".into());
+        s.keys.master_key = Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
         let shown = serde_json::to_string(&s).unwrap();
+        assert!(!shown.contains("MDEyMzQ1"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("[REDACTED]"));
     }

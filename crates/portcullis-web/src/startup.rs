@@ -11,6 +11,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use portcullis_core::bootstrap::{InitialAdmin, ensure_initial_admin};
 use portcullis_core::domain::IssuerUrl;
+use portcullis_core::keys::ensure_current_keys;
 use portcullis_core::password::PasswordHasher;
 use portcullis_core::{OsRandom, SystemClock};
 use portcullis_storage::{Database, DieselStore, Stores};
@@ -18,7 +19,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::settings::Config;
 use crate::state::AppState;
-use crate::{errors, request_id, routes};
+use crate::{errors, paths, request_id, routes};
 
 /// Opens the database named in the configuration and applies pending migrations.
 pub fn open_stores(config: &Config) -> anyhow::Result<Stores> {
@@ -97,6 +98,10 @@ impl Application {
             config.admin_password.as_ref(),
         )
         .context("cannot create the initial administrator")?;
+        let master = crate::master_key::load(&config.master_key, rng.as_ref())?;
+        let keys = ensure_current_keys(stores.keys.as_ref(), &master, rng.as_ref(), clock.as_ref())
+            .context("cannot open the signing keys (keys.master_key)")?;
+        tracing::info!(master_key_id = master.id(), "signing keys ready");
         if let Some(admin) = &initial_admin {
             tracing::info!(username = %admin.username, "created the initial administrator");
         }
@@ -106,6 +111,9 @@ impl Application {
             users: stores.users.clone(),
             clients: stores.clients.clone(),
             health: stores.health.clone(),
+            grants: stores.grants.clone(),
+            keys: Arc::new(keys),
+            metadata: web::Bytes::from(metadata(&issuer)),
             hasher,
             clock,
             rng,
@@ -120,7 +128,7 @@ impl Application {
                 .wrap(security_headers())
                 .wrap(ErrorHandlers::new().default_handler(errors::replace_framework_errors))
                 .wrap(from_fn(request_id::middleware))
-                .configure(routes::configure)
+                .configure(|cfg| routes::configure(cfg, max_body))
                 .default_service(web::to(not_found))
         })
         .disable_signals()
@@ -172,6 +180,26 @@ impl Application {
         });
         server.await
     }
+}
+
+/// The authorization server metadata (RFC 8414), serialised once. Only what is implemented is
+/// advertised.
+fn metadata(issuer: &IssuerUrl) -> Vec<u8> {
+    let url = |path: &str| format!("{issuer}{path}");
+    let client_auth = ["client_secret_basic", "client_secret_post"];
+    serde_json::to_vec(&serde_json::json!({
+        "issuer": issuer.as_str(),
+        "token_endpoint": url(paths::TOKEN),
+        "jwks_uri": url(paths::JWKS),
+        "introspection_endpoint": url(paths::INTROSPECT),
+        "revocation_endpoint": url(paths::REVOKE),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": client_auth,
+        "introspection_endpoint_auth_methods_supported": client_auth,
+        "revocation_endpoint_auth_methods_supported": client_auth,
+    }))
+    .unwrap_or_default()
 }
 
 fn security_headers() -> DefaultHeaders {

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use portcullis_core::domain::IssuerUrl;
+use portcullis_core::keys::KeyRing;
 use portcullis_core::password::PasswordHasher;
-use portcullis_core::store::{ClientStore, HealthCheck, UserStore};
+use portcullis_core::store::{ClientStore, GrantStore, HealthCheck, UserStore};
 use portcullis_core::{Clock, Random};
 
 #[derive(Clone)]
@@ -13,6 +14,10 @@ pub struct AppState {
     pub users: Arc<dyn UserStore>,
     pub clients: Arc<dyn ClientStore>,
     pub health: Arc<dyn HealthCheck>,
+    pub grants: Arc<dyn GrantStore>,
+    pub keys: Arc<KeyRing>,
+    /// The RFC 8414 document, serialised at start-up.
+    pub metadata: actix_web::web::Bytes,
     pub hasher: Arc<PasswordHasher>,
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Random>,

@@ -1,0 +1,285 @@
+//! The token, introspection and revocation endpoints. Every error is RFC 6749 §5.2 JSON with
+//! `Cache-Control: no-store`; a malformed body gets the same, never framework text.
+
+use actix_web::error::UrlencodedError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use portcullis_core::client_auth::{self, Presented};
+use portcullis_core::domain::ScopeSet;
+use portcullis_core::oauth::{self, Context, ErrorCode, OAuthError};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// An OAuth error on the wire.
+#[derive(Debug)]
+pub struct OAuthErrorResponse {
+    error: OAuthError,
+    status: StatusCode,
+}
+
+impl From<OAuthError> for OAuthErrorResponse {
+    fn from(error: OAuthError) -> Self {
+        let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        Self { error, status }
+    }
+}
+
+impl std::fmt::Display for OAuthErrorResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for OAuthErrorResponse {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::PRAGMA, "no-cache"));
+        if self.status == StatusCode::UNAUTHORIZED && self.error.basic_challenge {
+            res.insert_header((
+                header::WWW_AUTHENTICATE,
+                r#"Basic realm="portcullis", charset="UTF-8""#,
+            ));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.insert_header((header::RETRY_AFTER, "5"));
+        }
+        res.json(json!({ "error": self.error.code.as_str(), "error_description": self.error.description }))
+    }
+}
+
+/// Form errors (wrong content type, duplicate or undecodable parameters, too large) as OAuth
+/// errors. RFC 6749 §3.2: parameters must not be repeated.
+pub fn form_error(err: UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
+    let response = match &err {
+        UrlencodedError::Overflow { .. } => OAuthErrorResponse {
+            error: OAuthError::invalid_request("the request body is too large"),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+        },
+        UrlencodedError::ContentType => {
+            OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into()
+        }
+        UrlencodedError::Parse(e) => {
+            OAuthError::invalid_request(format_args!("the form could not be read: {e}")).into()
+        }
+        _ => OAuthError::invalid_request("the form could not be read").into(),
+    };
+    response.into()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+    resource: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenRefForm {
+    token: Option<String>,
+    #[expect(
+        dead_code,
+        reason = "a hint only (RFC 7009 §2.1); every kind is looked up"
+    )]
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// How the client authenticates: `Authorization: Basic` (RFC 6749 §2.3.1, with form-encoded
+/// id and secret), or `client_id` and `client_secret` in the body, never both.
+fn presented(
+    req: &HttpRequest,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+) -> Result<Presented, OAuthError> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let bad = || OAuthError::invalid_client("malformed Basic credentials", true);
+        let value = value.to_str().map_err(|_| bad())?;
+        let (scheme, encoded) = value.split_once(' ').ok_or_else(bad)?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(bad());
+        }
+        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+        let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+        };
+        let (id, secret) = (decode(id).ok_or_else(bad)?, decode(secret).ok_or_else(bad)?);
+        if client_secret.is_some() || client_id.as_ref().is_some_and(|body| *body != id) {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not two",
+            ));
+        }
+        return Ok(Presented::Basic {
+            client_id: id,
+            secret,
+        });
+    }
+    match (client_id, client_secret) {
+        (Some(client_id), Some(secret)) => Ok(Presented::Post { client_id, secret }),
+        (Some(client_id), None) => Ok(Presented::Public { client_id }),
+        (None, Some(_)) => Err(OAuthError::invalid_request(
+            "client_secret without client_id",
+        )),
+        (None, None) => Err(OAuthError::invalid_client(
+            "client authentication is required",
+            true,
+        )),
+    }
+}
+
+/// Runs blocking protocol work (store, crypto) off the executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, OAuthError> + Send + 'static,
+) -> Result<T, OAuthErrorResponse> {
+    match web::block(f).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            if matches!(
+                e.code,
+                ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
+            ) {
+                tracing::error!(error = %e, "token endpoint failure");
+            }
+            Err(e.into())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "blocking task failed");
+            Err(OAuthError::new(
+                ErrorCode::ServerError,
+                "the server could not complete the request",
+            )
+            .into())
+        }
+    }
+}
+
+fn no_store(mut res: HttpResponse) -> HttpResponse {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+#[tracing::instrument(skip_all, fields(client_id, grant_type))]
+pub async fn token(
+    req: HttpRequest,
+    form: web::Form<TokenForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthErrorResponse> {
+    let form = form.into_inner();
+    let presented = presented(&req, form.client_id, form.client_secret)?;
+    let grant_type = form
+        .grant_type
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
+    tracing::Span::current().record("grant_type", grant_type.as_str());
+    let scope = form
+        .scope
+        .map(|s| ScopeSet::parse(&s))
+        .transpose()
+        .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e))?;
+    let response = blocking(move || {
+        let client =
+            client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
+        tracing::Span::current().record("client_id", client.id.as_str());
+        let ctx = Context {
+            issuer: &state.issuer,
+            keys: &state.keys,
+            clock: state.clock.as_ref(),
+            rng: state.rng.as_ref(),
+        };
+        match grant_type.as_str() {
+            "client_credentials" => {
+                oauth::client_credentials(&ctx, &client, scope, form.resource.as_deref())
+            }
+            _ => Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "this grant type is not supported",
+            )),
+        }
+    })
+    .await?;
+    Ok(no_store(HttpResponse::Ok().json(response)))
+}
+
+pub async fn introspect(
+    req: HttpRequest,
+    form: web::Form<TokenRefForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthErrorResponse> {
+    let form = form.into_inner();
+    let presented = presented(&req, form.client_id, form.client_secret)?;
+    let token = form
+        .token
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    let claims = blocking(move || {
+        let client =
+            client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
+        let ctx = Context {
+            issuer: &state.issuer,
+            keys: &state.keys,
+            clock: state.clock.as_ref(),
+            rng: state.rng.as_ref(),
+        };
+        oauth::introspect(&ctx, state.grants.as_ref(), &client, &token)
+            .map_err(OAuthError::from_store)
+    })
+    .await?;
+    let body = match claims {
+        None => json!({ "active": false }),
+        Some(c) => json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": c.scope,
+            "client_id": c.client_id,
+            "sub": c.sub,
+            "aud": c.aud,
+            "iss": c.iss,
+            "exp": c.exp,
+            "iat": c.iat,
+            "jti": c.jti,
+        }),
+    };
+    Ok(no_store(HttpResponse::Ok().json(body)))
+}
+
+pub async fn revoke(
+    req: HttpRequest,
+    form: web::Form<TokenRefForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, OAuthErrorResponse> {
+    let form = form.into_inner();
+    let presented = presented(&req, form.client_id, form.client_secret)?;
+    let token = form
+        .token
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    blocking(move || {
+        let client =
+            client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
+        let ctx = Context {
+            issuer: &state.issuer,
+            keys: &state.keys,
+            clock: state.clock.as_ref(),
+            rng: state.rng.as_ref(),
+        };
+        oauth::revoke(&ctx, state.grants.as_ref(), &client, &token).map_err(OAuthError::from_store)
+    })
+    .await?;
+    Ok(no_store(HttpResponse::Ok().finish()))
+}
