@@ -12,6 +12,7 @@
 mod architecture;
 mod cli;
 mod config_doc;
+mod flow;
 mod health;
 mod helpers;
 mod keys;

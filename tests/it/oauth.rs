@@ -75,7 +75,10 @@ async fn metadata_lists_what_is_implemented() {
         "RFC 8414 §3.3: issuer matches"
     );
     for endpoint in [
+        "authorization_endpoint",
         "token_endpoint",
+        "userinfo_endpoint",
+        "end_session_endpoint",
         "jwks_uri",
         "introspection_endpoint",
         "revocation_endpoint",
@@ -92,8 +95,23 @@ async fn metadata_lists_what_is_implemented() {
     }
     assert_eq!(
         meta["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
+        serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
     );
+    assert_eq!(
+        meta["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+    let oidc: Value = app
+        .http
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(oidc, meta, "one document for OIDC Discovery and RFC 8414");
 }
 
 #[tokio::test]

@@ -4,11 +4,14 @@
 //! graph). Time and randomness come in through [`Clock`] and [`Random`] so that every rule here
 //! can be unit-tested with a fixed clock and a seeded generator.
 
+pub mod authorize;
 pub mod bootstrap;
 pub mod client_auth;
 pub mod clients;
 pub mod clock;
+pub mod code_flow;
 pub mod domain;
+pub mod flow;
 pub mod keys;
 pub mod model;
 pub mod oauth;

@@ -23,6 +23,13 @@ pub enum ErrorCode {
     UnsupportedGrantType,
     InvalidScope,
     UnsupportedTokenType,
+    UnsupportedResponseType,
+    AccessDenied,
+    LoginRequired,
+    ConsentRequired,
+    InteractionRequired,
+    RequestNotSupported,
+    RequestUriNotSupported,
     ServerError,
     TemporarilyUnavailable,
 }
@@ -37,6 +44,13 @@ impl ErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::AccessDenied => "access_denied",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
+            Self::InteractionRequired => "interaction_required",
+            Self::RequestNotSupported => "request_not_supported",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -154,6 +168,10 @@ pub struct AccessTokenClaims {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// The grant the token was issued under (absent for client credentials): revoking the
+    /// grant makes the token inactive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
 }
 
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -174,6 +192,10 @@ pub struct TokenResponse {
     pub expires_in: u64,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// Signs an access token for `subject`, valid for `ttl`.
@@ -184,6 +206,7 @@ pub fn issue_access_token(
     audience: Audience,
     scope: &ScopeSet,
     ttl: Duration,
+    grant_id: Option<&str>,
 ) -> Result<TokenResponse, OAuthError> {
     let now = ctx.clock.now();
     let jti = random::uuid_v7(ctx.rng, ctx.clock)
@@ -197,6 +220,7 @@ pub fn issue_access_token(
         jti: jti.hyphenated().to_string(),
         client_id: client.id.to_string(),
         scope: scope.to_string(),
+        gid: grant_id.map(str::to_owned),
     };
     let token = ctx
         .keys
@@ -207,6 +231,8 @@ pub fn issue_access_token(
         token_type: "Bearer",
         expires_in: ttl.as_secs(),
         scope: scope.to_string(),
+        refresh_token: None,
+        id_token: None,
     })
 }
 
@@ -259,6 +285,7 @@ pub fn client_credentials(
         audience,
         &scope,
         client.token_settings.access_token_ttl,
+        None,
     )
 }
 
@@ -275,9 +302,30 @@ fn parse_resource(raw: &str) -> Result<String, OAuthError> {
 
 /// Reads one of our access tokens: signature, type, issuer and expiry. `None` for anything
 /// that is not a live token of ours.
-fn live_claims(ctx: &Context<'_>, token: &str, now: UnixTime) -> Option<AccessTokenClaims> {
+pub fn live_claims(ctx: &Context<'_>, token: &str, now: UnixTime) -> Option<AccessTokenClaims> {
     let claims: AccessTokenClaims = ctx.keys.verify(token, Some(ACCESS_TOKEN_TYP)).ok()?;
     (claims.iss == ctx.issuer.as_str() && claims.exp > now.as_secs()).then_some(claims)
+}
+
+/// One of our access tokens that is live now: valid signature and type, our issuer, not
+/// expired, and neither it nor its grant revoked.
+pub fn active_access_token(
+    ctx: &Context<'_>,
+    grants: &dyn GrantStore,
+    token: &str,
+) -> Result<Option<AccessTokenClaims>, StoreError> {
+    let Some(claims) = live_claims(ctx, token, ctx.clock.now()) else {
+        return Ok(None);
+    };
+    if grants.is_access_token_revoked(&claims.jti)? {
+        return Ok(None);
+    }
+    if let Some(gid) = &claims.gid
+        && grants.is_grant_revoked(gid)?
+    {
+        return Ok(None);
+    }
+    Ok(Some(claims))
 }
 
 /// RFC 7662: what a client may learn about a token. A client sees only tokens issued to it
@@ -288,34 +336,41 @@ pub fn introspect(
     caller: &Client,
     token: &str,
 ) -> Result<Option<AccessTokenClaims>, StoreError> {
-    let Some(claims) = live_claims(ctx, token, ctx.clock.now()) else {
+    let Some(claims) = active_access_token(ctx, grants, token)? else {
         return Ok(None);
     };
     let caller_id = caller.id.as_str();
     if claims.client_id != caller_id && !claims.aud.contains(caller_id) {
         return Ok(None);
     }
-    if grants.is_access_token_revoked(&claims.jti)? {
-        return Ok(None);
-    }
     Ok(Some(claims))
 }
 
-/// RFC 7009: revokes a token the caller owns. A token that is unknown, expired or another
-/// client's is left alone, and the answer is the same (§2.2): nothing is learnt from it.
+/// RFC 7009: revokes a token the caller owns: an access token by its `jti`, a refresh token
+/// with its whole grant (and so the grant's access tokens). A token that is unknown, expired
+/// or another client's is left alone, and the answer is the same (§2.2).
 pub fn revoke(
     ctx: &Context<'_>,
     grants: &dyn GrantStore,
+    flow: Option<&dyn crate::flow::FlowStore>,
     caller: &Client,
     token: &str,
 ) -> Result<(), StoreError> {
-    let Some(claims) = live_claims(ctx, token, ctx.clock.now()) else {
-        return Ok(());
-    };
-    if claims.client_id != caller.id.as_str() {
+    let now = ctx.clock.now();
+    if let Some(claims) = live_claims(ctx, token, now) {
+        if claims.client_id == caller.id.as_str() {
+            grants.revoke_access_token(&claims.jti, UnixTime::from_secs(claims.exp))?;
+        }
         return Ok(());
     }
-    grants.revoke_access_token(&claims.jti, UnixTime::from_secs(claims.exp))
+    let Some(flow) = flow else { return Ok(()) };
+    let hash = crate::secret::PlainToken::from_presented(token).hash();
+    match flow.grant_of_refresh_token(&hash)? {
+        Some(grant) if grant.client_id == caller.id => {
+            flow.revoke_grant(&grant.id, "refresh token revoked", now)
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -478,9 +533,9 @@ mod tests {
                 .is_none()
         );
         // Another client revoking it changes nothing.
-        revoke(&f.ctx(), &store, &s2, &token).unwrap();
+        revoke(&f.ctx(), &store, None, &s2, &token).unwrap();
         assert!(introspect(&f.ctx(), &store, &s1, &token).unwrap().is_some());
-        revoke(&f.ctx(), &store, &s1, &token).unwrap();
+        revoke(&f.ctx(), &store, None, &s1, &token).unwrap();
         assert!(introspect(&f.ctx(), &store, &s1, &token).unwrap().is_none());
         // Expiry.
         let fresh = client_credentials(&f.ctx(), &s1, None, None)

@@ -5,7 +5,7 @@
 use crate::clock::UnixTime;
 use crate::domain::{ClientId, Username};
 use crate::keys::StoredKey;
-use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserStatus};
+use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserId, UserStatus};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -37,6 +37,8 @@ pub trait UserStore: Send + Sync {
     fn create_initial_admin(&self, user: &NewUser) -> Result<bool, StoreError>;
 
     fn find_user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
+
+    fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
 
     /// Users ordered by username, after `after`, at most `limit`.
     fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError>;
@@ -92,6 +94,9 @@ pub trait GrantStore: Send + Sync {
     fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError>;
 
     fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+
+    /// Whether the grant is revoked (or gone): its access tokens are then inactive too.
+    fn is_grant_revoked(&self, grant_id: &str) -> Result<bool, StoreError>;
 }
 
 /// Whether the database answers; `/readyz` asks.

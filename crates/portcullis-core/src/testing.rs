@@ -66,6 +66,10 @@ impl GrantStore for MemoryStore {
         Ok(())
     }
 
+    fn is_grant_revoked(&self, _grant_id: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
         let revoked = self
             .revoked
@@ -137,6 +141,14 @@ impl UserStore for MemoryStore {
             .lock()
             .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
         Ok(users.get(username.as_str()).cloned())
+    }
+
+    fn find_user(&self, id: crate::model::UserId) -> Result<Option<User>, StoreError> {
+        let users = self
+            .users
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(users.values().find(|u| u.id == id).cloned())
     }
 
     fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError> {

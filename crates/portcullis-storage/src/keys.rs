@@ -8,7 +8,7 @@ use portcullis_core::store::{GrantStore, KeyStore, StoreError};
 use crate::DieselStore;
 use crate::db::{DbConnection, write_tx};
 use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
-use crate::schema::{revoked_tokens, signing_keys};
+use crate::schema::{grants, revoked_tokens, signing_keys};
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = signing_keys)]
@@ -112,6 +112,18 @@ impl GrantStore for DieselStore {
             Err(e) if is_unique_violation(&e) => Ok(()),
             Err(e) => Err(from_diesel(e)),
         }
+    }
+
+    fn is_grant_revoked(&self, grant_id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let revoked: Option<Option<i64>> = grants::table
+            .find(grant_id)
+            .select(grants::revoked_at)
+            .first(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        // A grant that is gone (its client deleted) is as good as revoked.
+        Ok(revoked.is_none_or(|r| r.is_some()))
     }
 
     fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {

@@ -7,6 +7,7 @@
 mod clients;
 pub mod db;
 mod error;
+mod flow;
 mod keys;
 pub mod schema;
 #[cfg(feature = "test-db")]
@@ -15,6 +16,7 @@ mod users;
 
 use std::sync::Arc;
 
+use portcullis_core::flow::FlowStore;
 use portcullis_core::store::{
     ClientStore, GrantStore, HealthCheck, KeyStore, StoreError, UserStore,
 };
@@ -57,6 +59,7 @@ pub struct Stores {
     pub health: Arc<dyn HealthCheck>,
     pub keys: Arc<dyn KeyStore>,
     pub grants: Arc<dyn GrantStore>,
+    pub flow: Arc<dyn FlowStore>,
 }
 
 impl Stores {
@@ -67,7 +70,8 @@ impl Stores {
             clients: store.clone(),
             health: store.clone(),
             keys: store.clone(),
-            grants: store,
+            grants: store.clone(),
+            flow: store,
         }
     }
 }

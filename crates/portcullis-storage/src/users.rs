@@ -205,6 +205,17 @@ impl UserStore for DieselStore {
         Ok(with_roles(&mut conn, row.into_iter().collect())?.pop())
     }
 
+    fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let mut conn = self.conn()?;
+        let row = users::table
+            .find(id.to_string())
+            .select(UserRow::as_select())
+            .first(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        Ok(with_roles(&mut conn, row.into_iter().collect())?.pop())
+    }
+
     fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError> {
         let mut conn = self.conn()?;
         let mut query = users::table

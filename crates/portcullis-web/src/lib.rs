@@ -9,6 +9,7 @@ pub mod pages;
 pub mod paths;
 pub mod request_id;
 mod routes;
+pub mod session;
 pub mod settings;
 pub mod startup;
 pub mod state;

@@ -43,3 +43,49 @@ pub fn render(status: StatusCode, page: &impl Template) -> HttpResponse {
 }
 
 pub const STYLESHEET: &str = include_str!("../../../templates/static/portcullis.css");
+
+#[derive(Template)]
+#[template(path = "login/login.html")]
+pub struct LoginPage<'a> {
+    pub csrf_token: &'a str,
+    pub return_to: &'a str,
+    pub username: &'a str,
+    pub client_name: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "consent/consent.html")]
+pub struct ConsentPage<'a> {
+    pub client_name: &'a str,
+    pub username: &'a str,
+    pub scopes: Vec<&'static str>,
+    pub csrf_token: &'a str,
+    pub return_to: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "logout/confirm.html")]
+pub struct LogoutConfirmPage<'a> {
+    pub username: &'a str,
+    pub csrf_token: &'a str,
+    pub post_logout_redirect_uri: Option<&'a str>,
+    pub state: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "logout/done.html")]
+pub struct SignedOutPage;
+
+/// What a scope lets the client do, in words a person understands.
+pub fn describe_scope(scope: &str) -> &'static str {
+    match scope {
+        "openid" => "Know who you are",
+        "profile" => "See your name and username",
+        "email" => "See your e-mail address",
+        "offline_access" => "Stay connected when you are not using it",
+        "roles" => "See your roles",
+        _ => "Use an access permission you have",
+    }
+}

@@ -1,7 +1,13 @@
 //! Endpoint paths, in one place: the routes and the metadata document both read them.
 
 pub const METADATA: &str = "/.well-known/oauth-authorization-server";
+pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 pub const JWKS: &str = "/.well-known/jwks.json";
+pub const AUTHORIZE: &str = "/oauth2/authorize";
 pub const TOKEN: &str = "/oauth2/token";
+pub const USERINFO: &str = "/oauth2/userinfo";
 pub const INTROSPECT: &str = "/oauth2/introspect";
 pub const REVOKE: &str = "/oauth2/revoke";
+pub const END_SESSION: &str = "/oauth2/logout";
+pub const LOGIN: &str = "/login";
+pub const CONSENT: &str = "/consent";

@@ -15,6 +15,7 @@ pub struct AppState {
     pub clients: Arc<dyn ClientStore>,
     pub health: Arc<dyn HealthCheck>,
     pub grants: Arc<dyn GrantStore>,
+    pub flow: Arc<dyn portcullis_core::flow::FlowStore>,
     pub keys: Arc<KeyRing>,
     /// The RFC 8414 document, serialised at start-up.
     pub metadata: actix_web::web::Bytes,

@@ -1,9 +1,13 @@
 //! The routes, one module per family. Each path is a resource, so a wrong method gets 405.
 
+mod authorize;
 mod discovery;
 mod health;
 mod home;
+pub(crate) mod login;
+mod logout;
 mod oauth;
+mod userinfo;
 
 use actix_web::web;
 
@@ -15,16 +19,35 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             .limit(max_body)
             .error_handler(oauth::form_error)
     };
+    let authorize_query = || web::QueryConfig::default().error_handler(authorize::query_error);
     cfg.service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))
         .service(web::resource("/").get(home::home))
         .service(web::resource("/static/portcullis.css").get(home::stylesheet))
         .service(web::resource(paths::METADATA).get(discovery::metadata))
+        .service(web::resource(paths::OPENID_CONFIGURATION).get(discovery::metadata))
         .service(web::resource(paths::JWKS).get(discovery::jwks))
+        .service(
+            web::resource(paths::AUTHORIZE)
+                .app_data(authorize_query())
+                .get(authorize::get)
+                .post(authorize::post),
+        )
+        .service(web::resource(paths::CONSENT).post(authorize::consent))
+        .service(
+            web::resource(paths::LOGIN)
+                .get(login::show)
+                .post(login::submit),
+        )
         .service(
             web::resource(paths::TOKEN)
                 .app_data(oauth_form())
                 .post(oauth::token),
+        )
+        .service(
+            web::resource(paths::USERINFO)
+                .get(userinfo::userinfo)
+                .post(userinfo::userinfo),
         )
         .service(
             web::resource(paths::INTROSPECT)
@@ -35,5 +58,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             web::resource(paths::REVOKE)
                 .app_data(oauth_form())
                 .post(oauth::revoke),
+        )
+        .service(
+            web::resource(paths::END_SESSION)
+                .get(logout::get)
+                .post(logout::post),
         );
 }

@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use portcullis_core::client_auth::{self, Presented};
+use portcullis_core::code_flow;
 use portcullis_core::domain::ScopeSet;
 use portcullis_core::oauth::{self, Context, ErrorCode, OAuthError};
 use serde::Deserialize;
@@ -83,6 +84,10 @@ pub struct TokenForm {
     client_secret: Option<String>,
     scope: Option<String>,
     resource: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +213,23 @@ pub async fn token(
             "client_credentials" => {
                 oauth::client_credentials(&ctx, &client, scope, form.resource.as_deref())
             }
+            "authorization_code" => code_flow::exchange_code(
+                &ctx,
+                state.flow.as_ref(),
+                state.users.as_ref(),
+                &client,
+                form.code.as_deref(),
+                form.redirect_uri.as_deref(),
+                form.code_verifier.as_deref(),
+            ),
+            "refresh_token" => code_flow::refresh(
+                &ctx,
+                state.flow.as_ref(),
+                state.users.as_ref(),
+                &client,
+                form.refresh_token.as_deref(),
+                scope,
+            ),
             _ => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 "this grant type is not supported",
@@ -278,7 +300,14 @@ pub async fn revoke(
             clock: state.clock.as_ref(),
             rng: state.rng.as_ref(),
         };
-        oauth::revoke(&ctx, state.grants.as_ref(), &client, &token).map_err(OAuthError::from_store)
+        oauth::revoke(
+            &ctx,
+            state.grants.as_ref(),
+            Some(state.flow.as_ref()),
+            &client,
+            &token,
+        )
+        .map_err(OAuthError::from_store)
     })
     .await?;
     Ok(no_store(HttpResponse::Ok().finish()))

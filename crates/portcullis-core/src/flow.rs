@@ -1,0 +1,119 @@
+//! The records of the browser flow: login sessions, consents, grants, authorization codes and
+//! refresh tokens, and the store trait that keeps them.
+
+use crate::clock::UnixTime;
+use crate::domain::{ClientId, ScopeSet};
+use crate::model::UserId;
+use crate::secret::TokenHash;
+use crate::store::StoreError;
+
+/// A server-side login session. The cookie carries a random token; the store keeps its hash.
+/// A session without a user is the anonymous one that carries the login form's CSRF token.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: String,
+    pub token_hash: TokenHash,
+    pub user_id: Option<UserId>,
+    pub authenticated_at: Option<UnixTime>,
+    pub amr: Vec<String>,
+    pub csrf_hash: TokenHash,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// One authorization: what a user let a client do. Codes and refresh tokens hang off it, and
+/// revoking it revokes them all and the access tokens that name it.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub id: String,
+    pub client_id: ClientId,
+    pub user_id: UserId,
+    pub session_id: Option<String>,
+    pub scope: ScopeSet,
+    pub auth_time: UnixTime,
+    pub amr: Vec<String>,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// An authorization code as stored: its hash, and what the token request must match.
+#[derive(Clone, Debug)]
+pub struct CodeRecord {
+    pub hash: TokenHash,
+    pub grant_id: String,
+    pub redirect_uri: String,
+    pub nonce: Option<String>,
+    /// PKCE, as oxide-auth stores it.
+    pub code_challenge: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct RefreshRecord {
+    pub hash: TokenHash,
+    pub grant_id: String,
+    pub parent: Option<TokenHash>,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// What presenting a code did.
+#[derive(Debug)]
+pub enum Redemption<T> {
+    /// First use: here is what it was for.
+    Redeemed(T),
+    /// Used before: the grant has just been revoked (RFC 6749 §4.1.2, RFC 9700 §4.14.2).
+    Replayed { grant_id: String },
+    /// Unknown, expired, or its grant revoked.
+    Invalid,
+}
+
+pub trait FlowStore: Send + Sync {
+    fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// A live session (not expired) by its cookie token's hash.
+    fn find_session(
+        &self,
+        token_hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<Session>, StoreError>;
+    fn delete_session(&self, id: &str) -> Result<(), StoreError>;
+
+    fn consented_scope(
+        &self,
+        user: UserId,
+        client: &ClientId,
+    ) -> Result<Option<ScopeSet>, StoreError>;
+    /// Records consent to `scope`, added to what was consented before.
+    fn save_consent(
+        &self,
+        user: UserId,
+        client: &ClientId,
+        scope: &ScopeSet,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a new grant and its code, together.
+    fn create_grant_with_code(&self, grant: &Grant, code: &CodeRecord) -> Result<(), StoreError>;
+    /// Marks the code used, exactly once even under concurrency, and returns it with its grant.
+    /// A second use revokes the grant.
+    fn consume_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Redemption<(CodeRecord, Grant)>, StoreError>;
+
+    fn add_refresh_token(&self, token: &RefreshRecord) -> Result<(), StoreError>;
+    /// Marks `old` used and stores `new` in its family, exactly once; a second use of `old`
+    /// revokes the family (the grant).
+    fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        new: &RefreshRecord,
+        now: UnixTime,
+    ) -> Result<Redemption<Grant>, StoreError>;
+    /// The grant of a live refresh token, for revocation.
+    fn grant_of_refresh_token(&self, hash: &TokenHash) -> Result<Option<Grant>, StoreError>;
+
+    fn revoke_grant(&self, grant_id: &str, reason: &str, now: UnixTime) -> Result<(), StoreError>;
+}

@@ -1,0 +1,408 @@
+//! Sessions, consents, grants, codes and refresh tokens.
+
+use diesel::prelude::*;
+use portcullis_core::UnixTime;
+use portcullis_core::domain::{ClientId, ScopeSet};
+use portcullis_core::flow::{CodeRecord, FlowStore, Grant, Redemption, RefreshRecord, Session};
+use portcullis_core::model::UserId;
+use portcullis_core::secret::TokenHash;
+use portcullis_core::store::StoreError;
+
+use crate::DieselStore;
+use crate::db::{DbConnection, write_tx};
+use crate::error::{TxError, corrupt, from_diesel};
+use crate::schema::{authorization_codes, consents, grants, login_sessions, refresh_tokens};
+
+/// grant id, redirect URI, nonce, challenge, created, expires.
+type CodeRow = (String, String, Option<String>, Option<String>, i64, i64);
+
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_list(column: &str, raw: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(raw).map_err(|e| corrupt(column, e))
+}
+
+fn user_id(column: &str, raw: &str) -> Result<UserId, StoreError> {
+    uuid::Uuid::parse_str(raw)
+        .map(UserId)
+        .map_err(|e| corrupt(column, e))
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = login_sessions)]
+struct SessionRow {
+    id: String,
+    token_hash: String,
+    user_id: Option<String>,
+    authenticated_at: Option<i64>,
+    amr: String,
+    csrf_token_hash: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl SessionRow {
+    fn into_session(self) -> Result<Session, StoreError> {
+        Ok(Session {
+            user_id: self
+                .user_id
+                .as_deref()
+                .map(|u| user_id("login_sessions.user_id", u))
+                .transpose()?,
+            amr: parse_list("login_sessions.amr", &self.amr)?,
+            id: self.id,
+            token_hash: TokenHash::from_stored(self.token_hash),
+            authenticated_at: self.authenticated_at.map(UnixTime::from_secs),
+            csrf_hash: TokenHash::from_stored(self.csrf_token_hash),
+            created_at: UnixTime::from_secs(self.created_at),
+            expires_at: UnixTime::from_secs(self.expires_at),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = grants)]
+struct GrantRow {
+    id: String,
+    client_id: String,
+    user_id: Option<String>,
+    session_id: Option<String>,
+    scope: String,
+    auth_time: Option<i64>,
+    amr: String,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl GrantRow {
+    fn into_grant(self) -> Result<Grant, StoreError> {
+        Ok(Grant {
+            client_id: ClientId::parse(&self.client_id)
+                .map_err(|e| corrupt("grants.client_id", e))?,
+            user_id: user_id(
+                "grants.user_id",
+                self.user_id.as_deref().unwrap_or_default(),
+            )?,
+            scope: ScopeSet::parse(&self.scope).map_err(|e| corrupt("grants.scope", e))?,
+            amr: parse_list("grants.amr", &self.amr)?,
+            id: self.id,
+            session_id: self.session_id,
+            auth_time: UnixTime::from_secs(self.auth_time.unwrap_or(self.created_at)),
+            created_at: UnixTime::from_secs(self.created_at),
+            expires_at: UnixTime::from_secs(self.expires_at),
+        })
+    }
+}
+
+fn load_grant(conn: &mut DbConnection, id: &str) -> QueryResult<Option<GrantRow>> {
+    grants::table
+        .find(id)
+        .select(GrantRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+fn revoke(conn: &mut DbConnection, grant_id: &str, reason: &str, now: UnixTime) -> QueryResult<()> {
+    diesel::update(
+        grants::table
+            .find(grant_id)
+            .filter(grants::revoked_at.is_null()),
+    )
+    .set((
+        grants::revoked_at.eq(now.as_secs()),
+        grants::revoke_reason.eq(reason),
+    ))
+    .execute(conn)
+    .map(|_| ())
+}
+
+impl FlowStore for DieselStore {
+    fn create_session(&self, s: &Session) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::insert_into(login_sessions::table)
+            .values((
+                login_sessions::id.eq(&s.id),
+                login_sessions::token_hash.eq(s.token_hash.as_str()),
+                login_sessions::user_id.eq(s.user_id.map(|u| u.to_string())),
+                login_sessions::stage.eq(if s.user_id.is_some() {
+                    "authenticated"
+                } else {
+                    "anonymous"
+                }),
+                login_sessions::authenticated_at.eq(s.authenticated_at.map(UnixTime::as_secs)),
+                login_sessions::amr.eq(json_list(&s.amr)),
+                login_sessions::csrf_token_hash.eq(s.csrf_hash.as_str()),
+                login_sessions::created_at.eq(s.created_at.as_secs()),
+                login_sessions::last_seen_at.eq(s.created_at.as_secs()),
+                login_sessions::expires_at.eq(s.expires_at.as_secs()),
+            ))
+            .execute(&mut conn)
+            .map(|_| ())
+            .map_err(from_diesel)
+    }
+
+    fn find_session(
+        &self,
+        token_hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Option<Session>, StoreError> {
+        let mut conn = self.conn()?;
+        login_sessions::table
+            .filter(login_sessions::token_hash.eq(token_hash.as_str()))
+            .filter(login_sessions::expires_at.gt(now.as_secs()))
+            .filter(login_sessions::revoked_at.is_null())
+            .select(SessionRow::as_select())
+            .first(&mut conn)
+            .optional()
+            .map_err(from_diesel)?
+            .map(SessionRow::into_session)
+            .transpose()
+    }
+
+    fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::delete(login_sessions::table.find(id))
+            .execute(&mut conn)
+            .map(|_| ())
+            .map_err(from_diesel)
+    }
+
+    fn consented_scope(
+        &self,
+        user: UserId,
+        client: &ClientId,
+    ) -> Result<Option<ScopeSet>, StoreError> {
+        let mut conn = self.conn()?;
+        let scope: Option<String> = consents::table
+            .find((user.to_string(), client.as_str()))
+            .select(consents::scope)
+            .first(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        scope
+            .map(|s| ScopeSet::parse(&s).map_err(|e| corrupt("consents.scope", e)))
+            .transpose()
+    }
+
+    fn save_consent(
+        &self,
+        user: UserId,
+        client: &ClientId,
+        scope: &ScopeSet,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            let key = (user.to_string(), client.as_str().to_owned());
+            let before: Option<String> = consents::table
+                .find((&key.0, &key.1))
+                .select(consents::scope)
+                .first(conn)
+                .optional()?;
+            match before {
+                Some(before) => {
+                    let merged = ScopeSet::parse(&before)
+                        .map(|b| ScopeSet::from_scopes(b.iter().chain(scope.iter()).cloned()))
+                        .unwrap_or_else(|_| scope.clone());
+                    diesel::update(consents::table.find((&key.0, &key.1)))
+                        .set((
+                            consents::scope.eq(merged.to_string()),
+                            consents::updated_at.eq(now.as_secs()),
+                        ))
+                        .execute(conn)?;
+                }
+                None => {
+                    diesel::insert_into(consents::table)
+                        .values((
+                            consents::user_id.eq(&key.0),
+                            consents::client_id.eq(&key.1),
+                            consents::scope.eq(scope.to_string()),
+                            consents::created_at.eq(now.as_secs()),
+                            consents::updated_at.eq(now.as_secs()),
+                        ))
+                        .execute(conn)?;
+                }
+            }
+            Ok::<_, TxError>(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn create_grant_with_code(&self, g: &Grant, c: &CodeRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            diesel::insert_into(grants::table)
+                .values((
+                    grants::id.eq(&g.id),
+                    grants::client_id.eq(g.client_id.as_str()),
+                    grants::user_id.eq(g.user_id.to_string()),
+                    grants::session_id.eq(&g.session_id),
+                    grants::scope.eq(g.scope.to_string()),
+                    grants::auth_time.eq(g.auth_time.as_secs()),
+                    grants::amr.eq(json_list(&g.amr)),
+                    grants::created_at.eq(g.created_at.as_secs()),
+                    grants::expires_at.eq(g.expires_at.as_secs()),
+                ))
+                .execute(conn)?;
+            diesel::insert_into(authorization_codes::table)
+                .values((
+                    authorization_codes::code_hash.eq(c.hash.as_str()),
+                    authorization_codes::grant_id.eq(&c.grant_id),
+                    authorization_codes::redirect_uri.eq(&c.redirect_uri),
+                    authorization_codes::nonce.eq(&c.nonce),
+                    authorization_codes::code_challenge.eq(&c.code_challenge),
+                    authorization_codes::code_challenge_method.eq("S256"),
+                    authorization_codes::created_at.eq(c.created_at.as_secs()),
+                    authorization_codes::expires_at.eq(c.expires_at.as_secs()),
+                ))
+                .execute(conn)?;
+            Ok::<_, TxError>(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn consume_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<Redemption<(CodeRecord, Grant)>, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            // The conditional update is the single-use guarantee: of two concurrent requests,
+            // exactly one changes a row.
+            let claimed = diesel::update(
+                authorization_codes::table
+                    .find(hash.as_str())
+                    .filter(authorization_codes::consumed_at.is_null()),
+            )
+            .set(authorization_codes::consumed_at.eq(now.as_secs()))
+            .execute(conn)?;
+            let row: Option<CodeRow> = authorization_codes::table
+                .find(hash.as_str())
+                .select((
+                    authorization_codes::grant_id,
+                    authorization_codes::redirect_uri,
+                    authorization_codes::nonce,
+                    authorization_codes::code_challenge,
+                    authorization_codes::created_at,
+                    authorization_codes::expires_at,
+                ))
+                .first(conn)
+                .optional()?;
+            let Some((grant_id, redirect_uri, nonce, challenge, created_at, expires_at)) = row
+            else {
+                return Ok(Redemption::Invalid);
+            };
+            if claimed == 0 {
+                revoke(conn, &grant_id, "authorization code reused", now)?;
+                return Ok(Redemption::Replayed { grant_id });
+            }
+            let Some(grant) = load_grant(conn, &grant_id)? else {
+                return Ok(Redemption::Invalid);
+            };
+            if expires_at <= now.as_secs() || grant.revoked_at.is_some() {
+                return Ok(Redemption::Invalid);
+            }
+            let code = CodeRecord {
+                hash: hash.clone(),
+                grant_id,
+                redirect_uri,
+                nonce,
+                code_challenge: challenge.unwrap_or_default(),
+                created_at: UnixTime::from_secs(created_at),
+                expires_at: UnixTime::from_secs(expires_at),
+            };
+            Ok::<_, TxError>(Redemption::Redeemed((code, grant.into_grant()?)))
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn add_refresh_token(&self, t: &RefreshRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        insert_refresh(&mut conn, t).map_err(from_diesel)
+    }
+
+    fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        new: &RefreshRecord,
+        now: UnixTime,
+    ) -> Result<Redemption<Grant>, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            let claimed = diesel::update(
+                refresh_tokens::table
+                    .find(old.as_str())
+                    .filter(refresh_tokens::used_at.is_null()),
+            )
+            .set(refresh_tokens::used_at.eq(now.as_secs()))
+            .execute(conn)?;
+            let row: Option<(String, i64)> = refresh_tokens::table
+                .find(old.as_str())
+                .select((refresh_tokens::grant_id, refresh_tokens::expires_at))
+                .first(conn)
+                .optional()?;
+            let Some((grant_id, expires_at)) = row else {
+                return Ok(Redemption::Invalid);
+            };
+            if claimed == 0 {
+                revoke(conn, &grant_id, "refresh token reused", now)?;
+                return Ok(Redemption::Replayed { grant_id });
+            }
+            let Some(grant) = load_grant(conn, &grant_id)? else {
+                return Ok(Redemption::Invalid);
+            };
+            if expires_at <= now.as_secs() || grant.revoked_at.is_some() {
+                return Ok(Redemption::Invalid);
+            }
+            insert_refresh(
+                conn,
+                &RefreshRecord {
+                    grant_id: grant_id.clone(),
+                    parent: Some(old.clone()),
+                    ..new.clone()
+                },
+            )?;
+            Ok::<_, TxError>(Redemption::Redeemed(grant.into_grant()?))
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn grant_of_refresh_token(&self, hash: &TokenHash) -> Result<Option<Grant>, StoreError> {
+        let mut conn = self.conn()?;
+        let grant_id: Option<String> = refresh_tokens::table
+            .find(hash.as_str())
+            .select(refresh_tokens::grant_id)
+            .first(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        let Some(grant_id) = grant_id else {
+            return Ok(None);
+        };
+        load_grant(&mut conn, &grant_id)
+            .map_err(from_diesel)?
+            .map(GrantRow::into_grant)
+            .transpose()
+    }
+
+    fn revoke_grant(&self, grant_id: &str, reason: &str, now: UnixTime) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        revoke(&mut conn, grant_id, reason, now).map_err(from_diesel)
+    }
+}
+
+fn insert_refresh(conn: &mut DbConnection, t: &RefreshRecord) -> QueryResult<()> {
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::token_hash.eq(t.hash.as_str()),
+            refresh_tokens::grant_id.eq(&t.grant_id),
+            refresh_tokens::parent_hash.eq(t.parent.as_ref().map(TokenHash::as_str)),
+            refresh_tokens::created_at.eq(t.created_at.as_secs()),
+            refresh_tokens::expires_at.eq(t.expires_at.as_secs()),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}

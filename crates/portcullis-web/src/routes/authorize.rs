@@ -1,0 +1,280 @@
+//! The authorization endpoint and the consent form. The flow: validate the request, make sure
+//! the person is signed in (recently enough), ask for consent unless the client is first-party
+//! or already allowed, then send the code back.
+
+use actix_web::error::QueryPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use portcullis_core::authorize::{self, AuthorizationRequest, AuthorizeError, AuthorizeParams};
+use portcullis_core::flow::Session;
+use portcullis_core::model::UserStatus;
+use portcullis_core::oauth::ErrorCode;
+use serde::Deserialize;
+
+use crate::errors::{InternalError, error_response};
+use crate::pages::{self, ConsentPage, ErrorPage, describe_scope};
+use crate::routes::login::safe_return_to;
+use crate::session;
+use crate::state::AppState;
+
+/// A malformed or repeated parameter before anything is validated: a page, never a redirect.
+pub fn query_error(err: QueryPayloadError, req: &HttpRequest) -> actix_web::Error {
+    tracing::info!(error = %err, "malformed authorization request");
+    actix_web::error::InternalError::from_response(
+        err,
+        refused_page(
+            req,
+            "The request is malformed: a parameter is repeated or cannot be read.",
+        ),
+    )
+    .into()
+}
+
+fn refused_page(req: &HttpRequest, message: &str) -> HttpResponse {
+    let id = crate::request_id::of(req).map(|id| id.to_string());
+    pages::render(
+        StatusCode::BAD_REQUEST,
+        &ErrorPage {
+            title: "This sign-in request cannot be completed",
+            message,
+            request_id: id,
+        },
+    )
+}
+
+/// The request again, as a GET URL to come back to (without `prompt`, which has been honoured).
+fn return_path(p: &AuthorizeParams) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    let fields = [
+        ("client_id", &p.client_id),
+        ("redirect_uri", &p.redirect_uri),
+        ("response_type", &p.response_type),
+        ("response_mode", &p.response_mode),
+        ("scope", &p.scope),
+        ("state", &p.state),
+        ("nonce", &p.nonce),
+        ("code_challenge", &p.code_challenge),
+        ("code_challenge_method", &p.code_challenge_method),
+        ("max_age", &p.max_age),
+        ("login_hint", &p.login_hint),
+    ];
+    for (k, v) in fields {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    format!("/oauth2/authorize?{}", q.finish())
+}
+
+fn redirect(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((LOCATION, to))
+        .finish()
+}
+
+enum Next {
+    Refuse(AuthorizeError),
+    Login,
+    Consent {
+        req: Box<AuthorizationRequest>,
+        username: String,
+    },
+    Code(String),
+}
+
+fn decide(
+    state: &AppState,
+    params: &AuthorizeParams,
+    token: Option<String>,
+) -> anyhow::Result<Next> {
+    let req = match authorize::validate(state.clients.as_ref(), params) {
+        Ok(r) => r,
+        Err(AuthorizeError::Store(e)) => return Err(e.into()),
+        Err(e) => return Ok(Next::Refuse(e)),
+    };
+    let now = state.clock.now();
+    let session: Option<Session> = match &token {
+        Some(t) => session::find(state, t)?.filter(|s| s.user_id.is_some()),
+        None => None,
+    };
+    let signed_in =
+        session.filter(|s| !req.prompt.login && session::fresh_enough(s, req.max_age, now));
+    let Some(session) = signed_in else {
+        if req.prompt.none {
+            return Ok(Next::Refuse(
+                req.refuse(ErrorCode::LoginRequired, "the user is not signed in"),
+            ));
+        }
+        return Ok(Next::Login);
+    };
+    let user = match session
+        .user_id
+        .map(|id| state.users.find_user(id))
+        .transpose()?
+        .flatten()
+    {
+        Some(u) if u.status == UserStatus::Active => u,
+        _ => {
+            state.flow.delete_session(&session.id)?;
+            return Ok(Next::Login);
+        }
+    };
+    let consented = req.client.first_party
+        || (!req.prompt.consent
+            && state
+                .flow
+                .consented_scope(user.id, &req.client.id)?
+                .is_some_and(|given| req.scope.iter().all(|s| given.contains(s.as_str()))));
+    if !consented {
+        if req.prompt.none {
+            return Ok(Next::Refuse(req.refuse(
+                ErrorCode::ConsentRequired,
+                "the user has not allowed this client",
+            )));
+        }
+        return Ok(Next::Consent {
+            username: user.username.to_string(),
+            req: Box::new(req),
+        });
+    }
+    let url = authorize::issue_code(
+        state.flow.as_ref(),
+        state.rng.as_ref(),
+        state.clock.as_ref(),
+        &state.issuer,
+        &req,
+        user.id,
+        &session,
+    )?;
+    Ok(Next::Code(url))
+}
+
+async fn handle(
+    req: HttpRequest,
+    params: AuthorizeParams,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    let token = session::token_from(&req, &state);
+    let st = state.clone();
+    let p = params.clone();
+    let next = web::block(move || decide(&st, &p, token)).await??;
+    Ok(match next {
+        Next::Refuse(AuthorizeError::Page(message)) => refused_page(&req, &message),
+        Next::Refuse(AuthorizeError::Redirect(r)) => redirect(&r.url(&state.issuer)),
+        Next::Refuse(AuthorizeError::Store(e)) => return Err(e.into()),
+        Next::Login => {
+            let back = return_path(&params);
+            let mut target = format!(
+                "/login?return_to={}",
+                url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()
+            );
+            if let Some(hint) = &params.login_hint {
+                target.push_str("&login_hint=");
+                target.extend(url::form_urlencoded::byte_serialize(hint.as_bytes()));
+            }
+            redirect(&target)
+        }
+        Next::Consent { req: ar, username } => {
+            let token = session::token_from(&req, &state).unwrap_or_default();
+            let scopes = ar
+                .scope
+                .iter()
+                .map(|s| describe_scope(s.as_str()))
+                .collect();
+            pages::render(
+                StatusCode::OK,
+                &ConsentPage {
+                    client_name: ar.client.name.as_str(),
+                    username: &username,
+                    scopes,
+                    csrf_token: &session::csrf_for(&token),
+                    return_to: &return_path(&params),
+                },
+            )
+        }
+        Next::Code(url) => redirect(&url),
+    })
+}
+
+pub async fn get(
+    req: HttpRequest,
+    params: web::Query<AuthorizeParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    handle(req, params.into_inner(), state).await
+}
+
+pub async fn post(
+    req: HttpRequest,
+    params: web::Form<AuthorizeParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    handle(req, params.into_inner(), state).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsentForm {
+    csrf_token: Option<String>,
+    return_to: Option<String>,
+    decision: Option<String>,
+}
+
+pub async fn consent(
+    req: HttpRequest,
+    form: web::Form<ConsentForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    let form = form.into_inner();
+    let Some(token) = session::token_from(&req, &state) else {
+        return Ok(error_response(&req, StatusCode::BAD_REQUEST));
+    };
+    if !session::csrf_ok(&token, form.csrf_token.as_deref().unwrap_or_default()) {
+        return Ok(error_response(&req, StatusCode::FORBIDDEN));
+    }
+    let return_to = safe_return_to(form.return_to.as_deref());
+    let query = return_to
+        .strip_prefix("/oauth2/authorize?")
+        .unwrap_or_default()
+        .to_owned();
+    let Ok(params) = serde_urlencoded_params(&query) else {
+        return Ok(error_response(&req, StatusCode::BAD_REQUEST));
+    };
+    let allow = form.decision.as_deref() == Some("allow");
+    let st = state.clone();
+    let outcome = web::block(move || -> anyhow::Result<Result<String, String>> {
+        let Some(session) = session::find(&st, &token)? else {
+            return Ok(Ok(return_to));
+        };
+        let ar = match authorize::validate(st.clients.as_ref(), &params) {
+            Ok(ar) => ar,
+            Err(AuthorizeError::Redirect(r)) => return Ok(Ok(r.url(&st.issuer))),
+            Err(AuthorizeError::Page(m)) => return Ok(Err(m)),
+            Err(AuthorizeError::Store(e)) => return Err(e.into()),
+        };
+        let Some(user) = session.user_id else {
+            return Ok(Ok(return_to));
+        };
+        if !allow {
+            let denied = ar.refuse(ErrorCode::AccessDenied, "the user did not allow access");
+            return Ok(Ok(match denied {
+                AuthorizeError::Redirect(r) => r.url(&st.issuer),
+                _ => return_to,
+            }));
+        }
+        st.flow
+            .save_consent(user, &ar.client.id, &ar.scope, st.clock.now())?;
+        Ok(Ok(return_to))
+    })
+    .await??;
+    Ok(match outcome {
+        Ok(to) => redirect(&to),
+        Err(message) => refused_page(&req, &message),
+    })
+}
+
+fn serde_urlencoded_params(query: &str) -> Result<AuthorizeParams, ()> {
+    web::Query::<AuthorizeParams>::from_query(query)
+        .map(web::Query::into_inner)
+        .map_err(|_| ())
+}

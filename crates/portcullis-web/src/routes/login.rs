@@ -1,0 +1,167 @@
+//! The sign-in page. A successful sign-in starts a new session (a new cookie value: no session
+//! fixation) and returns to where the authorization request was.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use portcullis_core::domain::Username;
+use portcullis_core::model::UserStatus;
+use serde::Deserialize;
+
+use crate::errors::{InternalError, error_response};
+use crate::pages::{self, LoginPage};
+use crate::session;
+use crate::state::AppState;
+
+/// Where a sign-in may return to: only our own authorization endpoint (or the start page),
+/// never an address an attacker chose.
+pub fn safe_return_to(raw: Option<&str>) -> String {
+    match raw {
+        Some(r)
+            if r.starts_with("/oauth2/authorize?")
+                && r.len() <= 8192
+                && !r.contains(['\r', '\n', '\\']) =>
+        {
+            r.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    return_to: Option<String>,
+    login_hint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    csrf_token: Option<String>,
+    return_to: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+fn page(csrf: &str, return_to: &str, username: &str, error: Option<&str>) -> HttpResponse {
+    pages::render(
+        StatusCode::OK,
+        &LoginPage {
+            csrf_token: csrf,
+            return_to,
+            username,
+            client_name: None,
+            error,
+        },
+    )
+}
+
+pub async fn show(
+    req: HttpRequest,
+    query: web::Query<LoginQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    let return_to = safe_return_to(query.return_to.as_deref());
+    let hint = query
+        .login_hint
+        .as_deref()
+        .and_then(|h| Username::parse(h).ok())
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    let existing = session::token_from(&req, &state);
+    let st = state.clone();
+    let token = web::block(move || -> anyhow::Result<(String, bool)> {
+        if let Some(token) = existing
+            && session::find(&st, &token)?.is_some()
+        {
+            return Ok((token, false));
+        }
+        let (_, token) = session::create(&st, None)?;
+        Ok((token.reveal().to_owned(), true))
+    })
+    .await??;
+    let mut res = page(&session::csrf_for(&token.0), &return_to, &hint, None);
+    if token.1 {
+        res.add_cookie(&session::cookie(&state, &token.0, session::ANONYMOUS_TTL))?;
+    }
+    Ok(res)
+}
+
+enum Outcome {
+    SignedIn { token: String },
+    Refused { token: String, username: String },
+    Expired,
+}
+
+pub async fn submit(
+    req: HttpRequest,
+    form: web::Form<LoginForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    let form = form.into_inner();
+    let return_to = safe_return_to(form.return_to.as_deref());
+    let Some(token) = session::token_from(&req, &state) else {
+        return Ok(error_response(&req, StatusCode::BAD_REQUEST));
+    };
+    if !session::csrf_ok(&token, form.csrf_token.as_deref().unwrap_or_default()) {
+        return Ok(error_response(&req, StatusCode::FORBIDDEN));
+    }
+    let st = state.clone();
+    let outcome = web::block(move || -> anyhow::Result<Outcome> {
+        let Some(old) = session::find(&st, &token)? else {
+            return Ok(Outcome::Expired);
+        };
+        let typed = form.username.unwrap_or_default();
+        let password = form.password.unwrap_or_default();
+        let user = match Username::parse(&typed) {
+            Ok(name) => st.users.find_user_by_username(&name)?,
+            Err(_) => None,
+        };
+        // The hash is checked whether or not the user exists, so both cost the same.
+        let matches = st.hasher.verify(
+            &password,
+            user.as_ref().and_then(|u| u.password_hash.as_ref()),
+        );
+        match user {
+            Some(u) if matches && u.status == UserStatus::Active => {
+                let (_, fresh) = session::create(&st, Some((u.id, vec!["pwd".to_owned()])))?;
+                st.flow.delete_session(&old.id)?;
+                tracing::info!(user = %u.id, "signed in");
+                Ok(Outcome::SignedIn {
+                    token: fresh.reveal().to_owned(),
+                })
+            }
+            _ => {
+                tracing::info!("sign-in refused");
+                Ok(Outcome::Refused {
+                    token,
+                    username: typed.chars().take(64).collect(),
+                })
+            }
+        }
+    })
+    .await??;
+    match outcome {
+        Outcome::SignedIn { token } => {
+            let mut res = HttpResponse::SeeOther()
+                .insert_header((LOCATION, return_to))
+                .finish();
+            res.add_cookie(&session::cookie(&state, &token, session::SIGNED_IN_TTL))?;
+            Ok(res)
+        }
+        Outcome::Refused { token, username } => Ok(page(
+            &session::csrf_for(&token),
+            &return_to,
+            &username,
+            Some("Incorrect username or password."),
+        )),
+        Outcome::Expired => {
+            let target = format!(
+                "/login?return_to={}",
+                url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
+            );
+            Ok(HttpResponse::SeeOther()
+                .insert_header((LOCATION, target))
+                .finish())
+        }
+    }
+}

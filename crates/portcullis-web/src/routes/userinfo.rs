@@ -1,0 +1,80 @@
+//! OIDC userinfo (Core §5.3): a Bearer access token in the Authorization header, never in the
+//! query string. Errors per RFC 6750 §3.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use portcullis_core::code_flow::userinfo_claims;
+use portcullis_core::oauth::{self, Context};
+
+use crate::errors::InternalError;
+use crate::state::AppState;
+
+fn challenge(status: StatusCode, error: Option<&str>) -> HttpResponse {
+    let value = match error {
+        Some(e) => format!(r#"Bearer realm="portcullis", error="{e}""#),
+        None => r#"Bearer realm="portcullis""#.to_owned(),
+    };
+    let mut res = HttpResponse::build(status);
+    res.insert_header((header::CACHE_CONTROL, "no-store"));
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        res.insert_header((header::WWW_AUTHENTICATE, v));
+    }
+    match error {
+        Some(e) => res.json(serde_json::json!({ "error": e })),
+        None => res.finish(),
+    }
+}
+
+pub async fn userinfo(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(header) = header else {
+        return Ok(challenge(StatusCode::UNAUTHORIZED, None));
+    };
+    let token = match header.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            token.trim().to_owned()
+        }
+        _ => return Ok(challenge(StatusCode::BAD_REQUEST, Some("invalid_request"))),
+    };
+    let st = state.clone();
+    let found = web::block(
+        move || -> anyhow::Result<Option<(String, Option<portcullis_core::model::User>)>> {
+            let ctx = Context {
+                issuer: &st.issuer,
+                keys: &st.keys,
+                clock: st.clock.as_ref(),
+                rng: st.rng.as_ref(),
+            };
+            let Some(claims) = oauth::active_access_token(&ctx, st.grants.as_ref(), &token)? else {
+                return Ok(None);
+            };
+            let user = match uuid::Uuid::parse_str(&claims.sub) {
+                Ok(id) if claims.gid.is_some() => {
+                    st.users.find_user(portcullis_core::model::UserId(id))?
+                }
+                _ => None,
+            };
+            Ok(Some((claims.scope, user)))
+        },
+    )
+    .await??;
+    Ok(match found {
+        None => challenge(StatusCode::UNAUTHORIZED, Some("invalid_token")),
+        Some((scope, _)) if !scope.split(' ').any(|s| s == "openid") => {
+            challenge(StatusCode::FORBIDDEN, Some("insufficient_scope"))
+        }
+        Some((_, None)) => challenge(StatusCode::UNAUTHORIZED, Some("invalid_token")),
+        Some((scope, Some(user))) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(userinfo_claims(&user, &scope)),
+    })
+}

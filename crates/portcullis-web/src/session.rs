@@ -1,0 +1,120 @@
+//! Login sessions in the browser: a random token in an HttpOnly, SameSite=Lax cookie
+//! (`__Host-` prefixed and Secure over https), its hash in the database, so any node can
+//! serve any request. The CSRF token of a session's forms is derived from the session token,
+//! which only the cookie carries.
+
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::cookie::{Cookie, SameSite};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use portcullis_core::UnixTime;
+use portcullis_core::flow::Session;
+use portcullis_core::model::UserId;
+use portcullis_core::random;
+use portcullis_core::secret::{PlainToken, TokenHash};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::state::AppState;
+
+pub const ANONYMOUS_TTL: Duration = Duration::from_secs(3600);
+pub const SIGNED_IN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// The cookie's name: `__Host-` prefixed when the issuer is https (the browser then insists
+/// on Secure, Path=/ and no Domain).
+pub fn cookie_name(state: &AppState) -> &'static str {
+    if state.issuer.is_https() {
+        "__Host-portcullis_session"
+    } else {
+        "portcullis_session"
+    }
+}
+
+pub fn cookie<'a>(state: &AppState, token: &'a str, ttl: Duration) -> Cookie<'a> {
+    Cookie::build(cookie_name(state), token)
+        .path("/")
+        .http_only(true)
+        .secure(state.issuer.is_https())
+        .same_site(SameSite::Lax)
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .finish()
+}
+
+pub fn removal(state: &AppState) -> Cookie<'static> {
+    let mut c = Cookie::build(cookie_name(state), "")
+        .path("/")
+        .http_only(true)
+        .secure(state.issuer.is_https())
+        .same_site(SameSite::Lax)
+        .finish();
+    c.make_removal();
+    c
+}
+
+/// The session token from the request's cookie, if any.
+pub fn token_from(req: &HttpRequest, state: &AppState) -> Option<String> {
+    req.cookie(cookie_name(state))
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// The CSRF token for forms of the session whose cookie token is `token`.
+pub fn csrf_for(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(
+        format!("portcullis csrf\0{token}").as_bytes(),
+    ))
+}
+
+pub fn csrf_ok(token: &str, presented: &str) -> bool {
+    csrf_for(token)
+        .as_bytes()
+        .ct_eq(presented.as_bytes())
+        .into()
+}
+
+/// The live session behind `token` (blocking).
+pub fn find(state: &AppState, token: &str) -> anyhow::Result<Option<Session>> {
+    Ok(state
+        .flow
+        .find_session(&TokenHash::of(token), state.clock.now())?)
+}
+
+/// A new session, anonymous or signed in; returns it with its cookie token (blocking).
+pub fn create(
+    state: &AppState,
+    user: Option<(UserId, Vec<String>)>,
+) -> anyhow::Result<(Session, PlainToken)> {
+    let token = PlainToken::generate(state.rng.as_ref())?;
+    let now = state.clock.now();
+    let signed_in = user.is_some();
+    let (user_id, amr) = user.map_or((None, Vec::new()), |(u, amr)| (Some(u), amr));
+    let session = Session {
+        id: random::uuid_v7(state.rng.as_ref(), state.clock.as_ref())?.to_string(),
+        token_hash: token.hash(),
+        user_id,
+        authenticated_at: signed_in.then_some(now),
+        amr,
+        csrf_hash: TokenHash::of(&csrf_for(token.reveal())),
+        created_at: now,
+        expires_at: now.plus(if signed_in {
+            SIGNED_IN_TTL
+        } else {
+            ANONYMOUS_TTL
+        }),
+    };
+    state.flow.create_session(&session)?;
+    Ok((session, token))
+}
+
+/// Whether a signed-in session's authentication is recent enough for `max_age`.
+pub fn fresh_enough(session: &Session, max_age: Option<u64>, now: UnixTime) -> bool {
+    match (max_age, session.authenticated_at) {
+        (Some(max), Some(at)) => at.plus(Duration::from_secs(max)) >= now,
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}

@@ -1,0 +1,810 @@
+//! The authorization-code flow end to end, through the real login and consent forms, as a
+//! browser and a relying party see it. Cases from SECURITY-CASES.md sections A–H are named.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use portcullis_core::domain::{ClientAuthMethod, Email, GrantType, Username};
+use portcullis_core::password::{Password, PasswordHasher};
+use portcullis_core::users::{UserRegistration, create_user};
+use portcullis_core::{OsRandom, SystemClock};
+use portcullis_storage::{Database, DieselStore, PoolOptions};
+use reqwest::header::{LOCATION, SET_COOKIE};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{TestApp, spawn_app};
+
+const REDIRECT: &str = "https://rp1.test/cb";
+const PASSWORD: &str = "alice's long password";
+
+struct Rp {
+    id: String,
+    secret: Option<String>,
+}
+
+struct Pkce {
+    verifier: String,
+    challenge: String,
+}
+
+fn pkce() -> Pkce {
+    let verifier = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+        + &URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    Pkce {
+        verifier,
+        challenge,
+    }
+}
+
+fn add_user(app: &TestApp, name: &str) -> String {
+    let store = DieselStore::new(Database::open(app.db.url(), &PoolOptions::default()).unwrap());
+    let user = create_user(
+        &store,
+        &PasswordHasher::new(4).unwrap(),
+        &OsRandom,
+        &SystemClock,
+        UserRegistration {
+            username: Username::parse(name).unwrap(),
+            email: Some(Email::parse(&format!("{name}@example.com")).unwrap()),
+            display_name: None,
+            password: &Password::parse(PASSWORD).unwrap(),
+            roles: vec![],
+            password_change_required: false,
+        },
+    )
+    .unwrap();
+    user.id.to_string()
+}
+
+fn web_client(app: &TestApp, name: &str) -> Rp {
+    let (id, secret) = app.register(
+        name,
+        &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+        ClientAuthMethod::ClientSecretBasic,
+        "openid profile email offline_access",
+    );
+    Rp { id, secret }
+}
+
+fn authorize_url(app: &TestApp, rp: &Rp, pkce: &Pkce, extra: &[(&str, &str)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("response_type", "code")
+        .append_pair("client_id", &rp.id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", "openid profile email offline_access")
+        .append_pair("state", "st-123")
+        .append_pair("nonce", "n-456")
+        .append_pair("code_challenge", &pkce.challenge)
+        .append_pair("code_challenge_method", "S256");
+    for (k, v) in extra {
+        q.append_pair(k, v);
+    }
+    app.url(&format!("/oauth2/authorize?{}", q.finish()))
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get(LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).unwrap();
+    parsed
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    unescape(&html[start..end])
+}
+
+/// Decodes HTML character references as a browser does for an attribute value.
+fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let Some(end) = after.find(';') else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let entity = &after[..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .or_else(|| entity.strip_prefix("#X"))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => out.push(c),
+            None => out.push_str(&rest[i..i + end + 2]),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The browser's path from an authorization request to the code, through the login and
+/// consent forms. Returns the final redirect to the client.
+async fn sign_in_and_allow(app: &TestApp, start: &str, user: &str) -> String {
+    let res = app.http.get(start).send().await.unwrap();
+    assert_eq!(res.status(), 303, "not signed in: to the login page");
+    let login = location(&res);
+    assert!(login.starts_with("/login?return_to="), "{login}");
+    let page = app.http.get(app.url(&login)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let set_cookie = page
+        .headers()
+        .get(SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+    let html = page.text().await.unwrap();
+    let form = [
+        ("csrf_token", hidden(&html, "csrf_token")),
+        ("return_to", hidden(&html, "return_to")),
+        ("username", user.to_owned()),
+        ("password", PASSWORD.to_owned()),
+    ];
+    let res = app
+        .http
+        .post(app.url("/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "signed in");
+    let new_cookie = res
+        .headers()
+        .get(SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(
+        new_cookie.split(';').next(),
+        set_cookie.split(';').next(),
+        "the session id changes at sign-in"
+    );
+    let back = location(&res);
+    assert!(back.starts_with("/oauth2/authorize?"), "{back}");
+    let res = app.http.get(app.url(&back)).send().await.unwrap();
+    if res.status() == 303 {
+        return location(&res);
+    }
+    assert_eq!(res.status(), 200, "the consent page");
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("Know who you are"),
+        "the scopes are explained"
+    );
+    let form = [
+        ("csrf_token", hidden(&html, "csrf_token")),
+        ("return_to", hidden(&html, "return_to")),
+        ("decision", "allow".to_owned()),
+    ];
+    let res = app
+        .http
+        .post(app.url("/consent"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let res = app.http.get(app.url(&location(&res))).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    location(&res)
+}
+
+async fn exchange(app: &TestApp, rp: &Rp, code: &str, verifier: &str) -> reqwest::Response {
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier),
+    ];
+    match &rp.secret {
+        Some(secret) => app.post_basic("/oauth2/token", &rp.id, secret, &form).await,
+        None => {
+            let mut with_id = form.to_vec();
+            with_id.push(("client_id", &rp.id));
+            app.http
+                .post(app.url("/oauth2/token"))
+                .form(&with_id)
+                .send()
+                .await
+                .unwrap()
+        }
+    }
+}
+
+async fn introspect_active(app: &TestApp, rp: &Rp, token: &str) -> bool {
+    let res = app
+        .post_basic(
+            "/oauth2/introspect",
+            &rp.id,
+            rp.secret.as_deref().unwrap(),
+            &[("token", token)],
+        )
+        .await;
+    res.json::<Value>().await.unwrap()["active"] == true
+}
+
+async fn verify_id_token(app: &TestApp, rp: &Rp, id_token: &str) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256, "OIDC's default");
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_issuer(&[&app.base]);
+    v.set_audience(&[&rp.id]);
+    jsonwebtoken::decode::<Value>(
+        id_token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap()
+    .claims
+}
+
+#[tokio::test]
+async fn the_whole_flow_through_the_login_and_consent_pages() {
+    let app = spawn_app().await;
+    let sub = add_user(&app, "alice");
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    let back = sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
+    assert!(back.starts_with(REDIRECT), "{back}");
+    // The consent page named the e-mail scope in words (checked here, where it was asked for).
+    assert_eq!(query_param(&back, "state").as_deref(), Some("st-123"));
+    assert_eq!(
+        query_param(&back, "iss").as_deref(),
+        Some(app.base.as_str()),
+        "RFC 9207"
+    );
+    let code = query_param(&back, "code").unwrap();
+
+    let res = exchange(&app, &rp, &code, &pkce.verifier).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let tokens: Value = res.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    let access = tokens["access_token"].as_str().unwrap();
+    let claims = verify_id_token(&app, &rp, tokens["id_token"].as_str().unwrap()).await;
+    assert_eq!(claims["sub"], sub.as_str());
+    assert_eq!(claims["nonce"], "n-456");
+    assert_eq!(claims["azp"], rp.id.as_str());
+    assert!(claims["auth_time"].as_i64().is_some());
+    let expected_at_hash = URL_SAFE_NO_PAD.encode(&Sha256::digest(access.as_bytes())[..16]);
+    assert_eq!(claims["at_hash"], expected_at_hash.as_str());
+
+    let info = app
+        .http
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 200);
+    let info: Value = info.json().await.unwrap();
+    assert_eq!(info["sub"], sub.as_str());
+    assert_eq!(info["email"], "alice@example.com");
+    assert_eq!(info["preferred_username"], "alice");
+
+    // Signed in and consented: a second request goes straight back with a code (SSO).
+    let again = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 303);
+    assert!(query_param(&location(&again), "code").is_some());
+}
+
+#[tokio::test]
+async fn a_replayed_code_fails_and_revokes_what_it_gave() {
+    let app = spawn_app().await;
+    add_user(&app, "alice");
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    let back = sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
+    let code = query_param(&back, "code").unwrap();
+    let first: Value = exchange(&app, &rp, &code, &pkce.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = first["access_token"].as_str().unwrap();
+    assert!(introspect_active(&app, &rp, access).await);
+    let replay = exchange(&app, &rp, &code, &pkce.verifier).await;
+    assert_eq!(replay.status(), 400);
+    assert_eq!(
+        replay.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    assert!(
+        !introspect_active(&app, &rp, access).await,
+        "case 23: the first tokens are revoked"
+    );
+    let refresh = app
+        .post_basic(
+            "/oauth2/token",
+            &rp.id,
+            rp.secret.as_deref().unwrap(),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", first["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(refresh.status(), 400);
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
+    let app = spawn_app().await;
+    add_user(&app, "alice");
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    let back = sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
+    let first: Value = exchange(
+        &app,
+        &rp,
+        &query_param(&back, "code").unwrap(),
+        &pkce.verifier,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let secret = rp.secret.clone().unwrap();
+    let refresh = |t: String| {
+        let (app, rp, secret) = (&app, &rp, secret.clone());
+        async move {
+            app.post_basic(
+                "/oauth2/token",
+                &rp.id,
+                &secret,
+                &[("grant_type", "refresh_token"), ("refresh_token", &t)],
+            )
+            .await
+        }
+    };
+    let r1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let second: Value = refresh(r1.clone()).await.json().await.unwrap();
+    let r2 = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2, "rotated");
+    assert!(second["id_token"].is_string());
+    let access2 = second["access_token"].as_str().unwrap().to_owned();
+    assert!(introspect_active(&app, &rp, &access2).await);
+    // Downscoping is allowed, widening is not.
+    let narrow = app
+        .post_basic(
+            "/oauth2/token",
+            &rp.id,
+            &secret,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r2),
+                ("scope", "openid admin"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        narrow.json::<Value>().await.unwrap()["error"],
+        "invalid_scope"
+    );
+    // Replaying r1: refused, and the whole family dies (r2 included, and its access token).
+    let replay = refresh(r1).await;
+    assert_eq!(
+        replay.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        refresh(r2).await.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    assert!(!introspect_active(&app, &rp, &access2).await);
+}
+
+#[tokio::test]
+async fn pkce_is_required_and_checked() {
+    let app = spawn_app().await;
+    add_user(&app, "alice");
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    // A wrong verifier: invalid_grant, and the code is spent.
+    let back = sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
+    let code = query_param(&back, "code").unwrap();
+    let wrong = exchange(&app, &rp, &code, &"x".repeat(43)).await;
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        exchange(&app, &rp, &code, &pkce.verifier).await.status(),
+        400
+    );
+    // No verifier at all.
+    let res = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce, &[]))
+        .send()
+        .await
+        .unwrap();
+    let code = query_param(&location(&res), "code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+    ];
+    let res = app
+        .post_basic(
+            "/oauth2/token",
+            &rp.id,
+            rp.secret.as_deref().unwrap(),
+            &form,
+        )
+        .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // No challenge, or the plain method: refused at the authorization endpoint, back to the client.
+    for url in [
+        authorize_url(&app, &rp, &pkce, &[]).replace(
+            "&code_challenge_method=S256",
+            "&code_challenge_method=plain",
+        ),
+        authorize_url(&app, &rp, &pkce, &[])
+            .replace(&format!("&code_challenge={}", pkce.challenge), ""),
+    ] {
+        let res = app.http.get(&url).send().await.unwrap();
+        let to = location(&res);
+        assert!(to.starts_with(REDIRECT), "{to}");
+        assert_eq!(
+            query_param(&to, "error").as_deref(),
+            Some("invalid_request")
+        );
+        assert_eq!(query_param(&to, "state").as_deref(), Some("st-123"));
+    }
+}
+
+#[tokio::test]
+async fn unvalidated_clients_and_redirect_uris_get_a_page_not_a_redirect() {
+    let app = spawn_app().await;
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    let good = authorize_url(&app, &rp, &pkce, &[]);
+    let encoded_redirect =
+        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>();
+    let mut cases = vec![
+        good.replace(&rp.id, "unknown-client"),
+        good.replace(&format!("client_id={}", rp.id), ""),
+    ];
+    for near_miss in [
+        "https://attacker.test/cb",
+        "https://rp1.test/cb?foo=bar",
+        "HTTPS://RP1.TEST/cb",
+        "https://rp1.test:443/cb",
+        "https://rp1.test/cb/",
+        "https://rp1.test/cb/../evil",
+        "https://rp1.test@attacker.test/cb",
+        "https://rp1.test/cb#x",
+        "javascript:alert(1)",
+        "/cb",
+    ] {
+        let encoded =
+            url::form_urlencoded::byte_serialize(near_miss.as_bytes()).collect::<String>();
+        cases.push(good.replace(&encoded_redirect, &encoded));
+    }
+    cases.push(good.replace(&format!("redirect_uri={encoded_redirect}&"), ""));
+    cases.push(format!("{good}&client_id={}", rp.id));
+    for url in cases {
+        let res = app.http.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{url}");
+        assert!(res.headers().get(LOCATION).is_none(), "NO_REDIRECT: {url}");
+        let body = res.text().await.unwrap();
+        assert!(!body.contains("code="), "{url}");
+        assert!(body.contains("cannot be completed"), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn refusals_after_validation_go_back_with_state_and_iss() {
+    let app = spawn_app().await;
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    let cases = [
+        (
+            authorize_url(&app, &rp, &pkce, &[("prompt", "none")]),
+            "login_required",
+        ),
+        (
+            authorize_url(&app, &rp, &pkce, &[])
+                .replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            authorize_url(&app, &rp, &pkce, &[]).replace("scope=openid", "scope=admin+openid"),
+            "invalid_scope",
+        ),
+        (
+            authorize_url(&app, &rp, &pkce, &[("request", "eyJ.x.y")]),
+            "request_not_supported",
+        ),
+        (
+            authorize_url(&app, &rp, &pkce, &[("prompt", "none login")]),
+            "invalid_request",
+        ),
+    ];
+    for (url, error) in cases {
+        let res = app.http.get(&url).send().await.unwrap();
+        assert!(res.status() == 302 || res.status() == 303, "{url}");
+        let to = location(&res);
+        assert!(to.starts_with(REDIRECT), "{to}");
+        assert_eq!(query_param(&to, "error").as_deref(), Some(error), "{url}");
+        assert_eq!(query_param(&to, "state").as_deref(), Some("st-123"));
+        assert_eq!(query_param(&to, "iss").as_deref(), Some(app.base.as_str()));
+        assert!(query_param(&to, "code").is_none());
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_and_forged_forms_are_refused_alike() {
+    let app = spawn_app().await;
+    add_user(&app, "alice");
+    let rp = web_client(&app, "RP1");
+    let start = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce(), &[]))
+        .send()
+        .await
+        .unwrap();
+    let page = app
+        .http
+        .get(app.url(&location(&start)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&page, "csrf_token");
+    let try_login = |user: &'static str, password: &'static str, csrf: String| {
+        let app = &app;
+        async move {
+            let form = [
+                ("csrf_token", csrf),
+                ("return_to", "/".to_owned()),
+                ("username", user.to_owned()),
+                ("password", password.to_owned()),
+            ];
+            app.http
+                .post(app.url("/login"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let wrong = try_login("alice", "wrong password", csrf.clone()).await;
+    assert_eq!(wrong.status(), 200);
+    assert!(wrong.headers().get(SET_COOKIE).is_none(), "no new session");
+    let wrong_body = wrong.text().await.unwrap();
+    let unknown_body = try_login("nobody", "wrong password", csrf.clone())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(wrong_body.contains("Incorrect username or password."));
+    assert!(
+        unknown_body.contains("Incorrect username or password."),
+        "unknown users read the same"
+    );
+    let forged = try_login("alice", PASSWORD, "forged".to_owned()).await;
+    assert_eq!(
+        forged.status(),
+        403,
+        "a form without the session's CSRF token is refused"
+    );
+    let consent_forged = app
+        .http
+        .post(app.url("/consent"))
+        .form(&[("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert!(consent_forged.status() == 403 || consent_forged.status() == 400);
+}
+
+#[tokio::test]
+async fn public_clients_use_pkce_without_a_secret() {
+    let app = spawn_app().await;
+    add_user(&app, "alice");
+    let (id, _) = app.register(
+        "Native",
+        &[GrantType::AuthorizationCode],
+        ClientAuthMethod::None,
+        "openid",
+    );
+    let rp = Rp { id, secret: None };
+    let pkce = pkce();
+    let back = sign_in_and_allow(
+        &app,
+        &authorize_url(&app, &rp, &pkce, &[])
+            .replace("openid+profile+email+offline_access", "openid"),
+        "alice",
+    )
+    .await;
+    let res = exchange(
+        &app,
+        &rp,
+        &query_param(&back, "code").unwrap(),
+        &pkce.verifier,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let tokens: Value = res.json().await.unwrap();
+    assert!(tokens.get("refresh_token").is_none());
+    assert!(tokens["id_token"].is_string());
+}
+
+#[tokio::test]
+async fn a_code_is_redeemed_once_under_concurrency() {
+    let app = spawn_app().await;
+    add_user(&app, "alice");
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    let back = sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
+    let code = query_param(&back, "code").unwrap();
+    let attempts = (0..32).map(|_| exchange(&app, &rp, &code, &pkce.verifier));
+    let results = futures_like_join(attempts).await;
+    let ok = results.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 1, "F1: exactly one success: {results:?}");
+    assert!(
+        results.iter().all(|s| *s == 200 || *s == 400),
+        "{results:?}"
+    );
+}
+
+/// Runs the requests concurrently on the test's runtime.
+async fn futures_like_join(
+    attempts: impl Iterator<Item = impl std::future::Future<Output = reqwest::Response>>,
+) -> Vec<u16> {
+    let mut set = Vec::new();
+    for f in attempts {
+        set.push(f);
+    }
+    let responses = join_all(set).await;
+    responses.into_iter().map(|r| r.status().as_u16()).collect()
+}
+
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_returns_to_a_registered_uri() {
+    let app = spawn_app().await;
+    add_user(&app, "alice");
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    let back = sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
+    let tokens: Value = exchange(
+        &app,
+        &rp,
+        &query_param(&back, "code").unwrap(),
+        &pkce.verifier,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id_token = tokens["id_token"].as_str().unwrap();
+    // An unregistered return address is refused with a page.
+    let bad = app
+        .http
+        .get(app.url("/oauth2/logout"))
+        .query(&[
+            ("id_token_hint", id_token),
+            ("post_logout_redirect_uri", "https://attacker.test/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.headers().get(LOCATION).is_none());
+    // Without a hint, a page asks first: a third-party link cannot sign anyone out.
+    let ask = app
+        .http
+        .get(app.url("/oauth2/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ask.status(), 200);
+    assert!(ask.text().await.unwrap().contains("Sign out?"));
+    let still = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        query_param(&location(&still), "code").is_some(),
+        "still signed in"
+    );
+    // The client has no registered post-logout URI: sign out and show the page.
+    let done = app
+        .http
+        .get(app.url("/oauth2/logout"))
+        .query(&[("id_token_hint", id_token), ("state", "bye")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(
+        done.headers()
+            .get(SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let after = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&after).starts_with("/login"), "signed out");
+}
