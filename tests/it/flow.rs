@@ -808,3 +808,205 @@ async fn logout_ends_the_session_and_returns_to_a_registered_uri() {
         .unwrap();
     assert!(location(&after).starts_with("/login"), "signed out");
 }
+
+#[tokio::test]
+async fn the_first_administrator_must_change_the_password_before_anything_else() {
+    let app = spawn_app().await;
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    let start = authorize_url(&app, &rp, &pkce, &[]);
+    let res = app.http.get(&start).send().await.unwrap();
+    let login_page = app
+        .http
+        .get(app.url(&location(&res)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("csrf_token", hidden(&login_page, "csrf_token")),
+        ("return_to", hidden(&login_page, "return_to")),
+        ("username", "admin".to_owned()),
+        ("password", crate::helpers::ADMIN_PASSWORD.to_owned()),
+    ];
+    let res = app
+        .http
+        .post(app.url("/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let change = location(&res);
+    assert!(
+        change.starts_with("/login/password?return_to=%2Foauth2%2Fauthorize"),
+        "{change}"
+    );
+    // Half signed in reaches nothing: the authorization endpoint sends to the login page.
+    let blocked = app.http.get(&start).send().await.unwrap();
+    assert!(
+        location(&blocked).starts_with("/login?"),
+        "{}",
+        location(&blocked)
+    );
+
+    let page = app
+        .http
+        .get(app.url(&change))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&page, "csrf_token");
+    let return_to = hidden(&page, "return_to");
+    let attempt = |new: &'static str, confirm: &'static str| {
+        let (app, csrf, return_to) = (&app, csrf.clone(), return_to.clone());
+        async move {
+            let form = [
+                ("csrf_token", csrf),
+                ("return_to", return_to),
+                ("new_password", new.to_owned()),
+                ("confirm_password", confirm.to_owned()),
+            ];
+            app.http
+                .post(app.url("/login/password"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let differ = attempt("a new long password", "another one")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(differ.contains("The two passwords differ."));
+    let short = attempt("short", "short").await.text().await.unwrap();
+    assert!(short.contains("at least 8 characters"), "{short}");
+    let same = attempt(
+        crate::helpers::ADMIN_PASSWORD,
+        crate::helpers::ADMIN_PASSWORD,
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(same.contains("different from the current one"));
+    let done = attempt("a new long password", "a new long password").await;
+    assert_eq!(done.status(), 303);
+    assert!(location(&done).starts_with("/oauth2/authorize?"));
+    // Signed in now: the flow goes on (to consent).
+    let next = app
+        .http
+        .get(app.url(&location(&done)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200);
+    assert!(next.text().await.unwrap().contains("Allow"));
+
+    // The old password no longer works, the new one signs in without another change.
+    let fresh = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let res = fresh
+        .get(app.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let login = |password: &'static str| {
+        let (fresh, csrf) = (&fresh, hidden(&res, "csrf_token"));
+        let app = &app;
+        async move {
+            let form = [
+                ("csrf_token", csrf),
+                ("return_to", "/".to_owned()),
+                ("username", "admin".to_owned()),
+                ("password", password.to_owned()),
+            ];
+            fresh
+                .post(app.url("/login"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        login(crate::helpers::ADMIN_PASSWORD).await.status(),
+        200,
+        "refused: the form again"
+    );
+    let ok = login("a new long password").await;
+    assert_eq!(ok.status(), 303);
+    assert_eq!(location(&ok), "/");
+}
+
+#[tokio::test]
+async fn an_id_token_hint_for_someone_else_is_not_answered_silently() {
+    let app = spawn_app().await;
+    add_user(&app, "alice");
+    add_user(&app, "bob");
+    let rp = web_client(&app, "RP1");
+    let pkce = pkce();
+    // Bob's ID token, from a separate browser.
+    let bob_browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let bob_app = TestApp {
+        http: bob_browser,
+        base: app.base.clone(),
+        address: app.address,
+        db: app.db.clone(),
+        master_key: app.master_key.clone(),
+    };
+    let back = sign_in_and_allow(&bob_app, &authorize_url(&bob_app, &rp, &pkce, &[]), "bob").await;
+    let bob_tokens: Value = exchange(
+        &bob_app,
+        &rp,
+        &query_param(&back, "code").unwrap(),
+        &pkce.verifier,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let bob_id_token = bob_tokens["id_token"].as_str().unwrap();
+    // Alice is signed in here; a silent request hinting at Bob must not return Alice.
+    sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
+    let res = app
+        .http
+        .get(authorize_url(
+            &app,
+            &rp,
+            &pkce,
+            &[("prompt", "none"), ("id_token_hint", bob_id_token)],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query_param(&location(&res), "error").as_deref(),
+        Some("login_required")
+    );
+    // Without the hint, Alice's session answers.
+    let res = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce, &[("prompt", "none")]))
+        .send()
+        .await
+        .unwrap();
+    assert!(query_param(&location(&res), "code").is_some());
+}

@@ -7,6 +7,33 @@ use crate::model::UserId;
 use crate::secret::TokenHash;
 use crate::store::StoreError;
 
+/// How far a session has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionStage {
+    /// No one signed in: the session carries the login form's CSRF token.
+    Anonymous,
+    /// The password was right but must be changed first: this session reaches nothing but the
+    /// change-password form.
+    PasswordChange,
+    SignedIn,
+}
+
+impl SessionStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Anonymous => "anonymous",
+            Self::PasswordChange => "password_change",
+            Self::SignedIn => "authenticated",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Anonymous, Self::PasswordChange, Self::SignedIn]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
 /// A server-side login session. The cookie carries a random token; the store keeps its hash.
 /// A session without a user is the anonymous one that carries the login form's CSRF token.
 #[derive(Clone, Debug)]
@@ -14,6 +41,7 @@ pub struct Session {
     pub id: String,
     pub token_hash: TokenHash,
     pub user_id: Option<UserId>,
+    pub stage: SessionStage,
     pub authenticated_at: Option<UnixTime>,
     pub amr: Vec<String>,
     pub csrf_hash: TokenHash,

@@ -6,6 +6,7 @@ use crate::clock::UnixTime;
 use crate::domain::{ClientId, Username};
 use crate::keys::StoredKey;
 use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserId, UserStatus};
+use crate::password::PasswordHash;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -39,6 +40,14 @@ pub trait UserStore: Send + Sync {
     fn find_user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
 
     fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// Replaces the password and clears "must change at next sign-in". False: no such user.
+    fn set_password(
+        &self,
+        id: UserId,
+        hash: &PasswordHash,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
 
     /// Users ordered by username, after `after`, at most `limit`.
     fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError>;

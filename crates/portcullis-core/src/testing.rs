@@ -143,6 +143,27 @@ impl UserStore for MemoryStore {
         Ok(users.get(username.as_str()).cloned())
     }
 
+    fn set_password(
+        &self,
+        id: crate::model::UserId,
+        hash: &crate::password::PasswordHash,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut users = self
+            .users
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(users
+            .values_mut()
+            .find(|u| u.id == id)
+            .map(|u| {
+                u.password_hash = Some(hash.clone());
+                u.password_change_required = false;
+                u.updated_at = now;
+            })
+            .is_some())
+    }
+
     fn find_user(&self, id: crate::model::UserId) -> Result<Option<User>, StoreError> {
         let users = self
             .users

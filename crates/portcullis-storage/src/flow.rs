@@ -3,7 +3,9 @@
 use diesel::prelude::*;
 use portcullis_core::UnixTime;
 use portcullis_core::domain::{ClientId, ScopeSet};
-use portcullis_core::flow::{CodeRecord, FlowStore, Grant, Redemption, RefreshRecord, Session};
+use portcullis_core::flow::{
+    CodeRecord, FlowStore, Grant, Redemption, RefreshRecord, Session, SessionStage,
+};
 use portcullis_core::model::UserId;
 use portcullis_core::secret::TokenHash;
 use portcullis_core::store::StoreError;
@@ -36,6 +38,7 @@ struct SessionRow {
     id: String,
     token_hash: String,
     user_id: Option<String>,
+    stage: String,
     authenticated_at: Option<i64>,
     amr: String,
     csrf_token_hash: String,
@@ -52,6 +55,8 @@ impl SessionRow {
                 .map(|u| user_id("login_sessions.user_id", u))
                 .transpose()?,
             amr: parse_list("login_sessions.amr", &self.amr)?,
+            stage: SessionStage::parse(&self.stage)
+                .ok_or_else(|| corrupt("login_sessions.stage", &self.stage))?,
             id: self.id,
             token_hash: TokenHash::from_stored(self.token_hash),
             authenticated_at: self.authenticated_at.map(UnixTime::from_secs),
@@ -127,11 +132,7 @@ impl FlowStore for DieselStore {
                 login_sessions::id.eq(&s.id),
                 login_sessions::token_hash.eq(s.token_hash.as_str()),
                 login_sessions::user_id.eq(s.user_id.map(|u| u.to_string())),
-                login_sessions::stage.eq(if s.user_id.is_some() {
-                    "authenticated"
-                } else {
-                    "anonymous"
-                }),
+                login_sessions::stage.eq(s.stage.as_str()),
                 login_sessions::authenticated_at.eq(s.authenticated_at.map(UnixTime::as_secs)),
                 login_sessions::amr.eq(json_list(&s.amr)),
                 login_sessions::csrf_token_hash.eq(s.csrf_hash.as_str()),

@@ -205,6 +205,24 @@ impl UserStore for DieselStore {
         Ok(with_roles(&mut conn, row.into_iter().collect())?.pop())
     }
 
+    fn set_password(
+        &self,
+        id: UserId,
+        hash: &PasswordHash,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let changed = diesel::update(users::table.find(id.to_string()))
+            .set((
+                users::password_hash.eq(hash.as_str()),
+                users::password_change_required.eq(false),
+                users::updated_at.eq(now.as_secs()),
+            ))
+            .execute(&mut conn)
+            .map_err(from_diesel)?;
+        Ok(changed > 0)
+    }
+
     fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
         let mut conn = self.conn()?;
         let row = users::table

@@ -89,3 +89,11 @@ pub fn describe_scope(scope: &str) -> &'static str {
         _ => "Use an access permission you have",
     }
 }
+
+#[derive(Template)]
+#[template(path = "login/change_password.html")]
+pub struct ChangePasswordPage<'a> {
+    pub csrf_token: &'a str,
+    pub return_to: &'a str,
+    pub error: Option<&'a str>,
+}

@@ -10,4 +10,5 @@ pub const INTROSPECT: &str = "/oauth2/introspect";
 pub const REVOKE: &str = "/oauth2/revoke";
 pub const END_SESSION: &str = "/oauth2/logout";
 pub const LOGIN: &str = "/login";
+pub const CHANGE_PASSWORD: &str = "/login/password";
 pub const CONSENT: &str = "/consent";

@@ -10,7 +10,7 @@ use actix_web::cookie::{Cookie, SameSite};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_core::UnixTime;
-use portcullis_core::flow::Session;
+use portcullis_core::flow::{Session, SessionStage};
 use portcullis_core::model::UserId;
 use portcullis_core::random;
 use portcullis_core::secret::{PlainToken, TokenHash};
@@ -83,19 +83,22 @@ pub fn find(state: &AppState, token: &str) -> anyhow::Result<Option<Session>> {
         .find_session(&TokenHash::of(token), state.clock.now())?)
 }
 
-/// A new session, anonymous or signed in; returns it with its cookie token (blocking).
+/// A new session at `stage` (with its user unless anonymous); returns it with its cookie
+/// token (blocking).
 pub fn create(
     state: &AppState,
+    stage: SessionStage,
     user: Option<(UserId, Vec<String>)>,
 ) -> anyhow::Result<(Session, PlainToken)> {
     let token = PlainToken::generate(state.rng.as_ref())?;
     let now = state.clock.now();
-    let signed_in = user.is_some();
+    let signed_in = stage == SessionStage::SignedIn;
     let (user_id, amr) = user.map_or((None, Vec::new()), |(u, amr)| (Some(u), amr));
     let session = Session {
         id: random::uuid_v7(state.rng.as_ref(), state.clock.as_ref())?.to_string(),
         token_hash: token.hash(),
         user_id,
+        stage,
         authenticated_at: signed_in.then_some(now),
         amr,
         csrf_hash: TokenHash::of(&csrf_for(token.reveal())),
@@ -108,6 +111,11 @@ pub fn create(
     };
     state.flow.create_session(&session)?;
     Ok((session, token))
+}
+
+/// The live session behind `token` if someone is fully signed in with it (blocking).
+pub fn signed_in(state: &AppState, token: &str) -> anyhow::Result<Option<Session>> {
+    Ok(find(state, token)?.filter(|s| s.stage == SessionStage::SignedIn && s.user_id.is_some()))
 }
 
 /// Whether a signed-in session's authentication is recent enough for `max_age`.

@@ -95,11 +95,25 @@ fn decide(
     };
     let now = state.clock.now();
     let session: Option<Session> = match &token {
-        Some(t) => session::find(state, t)?.filter(|s| s.user_id.is_some()),
+        Some(t) => session::signed_in(state, t)?,
         None => None,
     };
     let signed_in =
         session.filter(|s| !req.prompt.login && session::fresh_enough(s, req.max_age, now));
+    // id_token_hint (OIDC Core §3.1.2.1): a session of someone else is not the one asked for.
+    let hinted_sub = params.id_token_hint.as_deref().and_then(|t| {
+        state
+            .keys
+            .verify::<serde_json::Value>(t, None)
+            .ok()
+            .filter(|c| c["iss"] == state.issuer.as_str())
+            .and_then(|c| c["sub"].as_str().map(str::to_owned))
+    });
+    let signed_in = signed_in.filter(|s| {
+        hinted_sub
+            .as_deref()
+            .is_none_or(|sub| s.user_id.is_some_and(|u| u.to_string() == sub))
+    });
     let Some(session) = signed_in else {
         if req.prompt.none {
             return Ok(Next::Refuse(
@@ -243,7 +257,7 @@ pub async fn consent(
     let allow = form.decision.as_deref() == Some("allow");
     let st = state.clone();
     let outcome = web::block(move || -> anyhow::Result<Result<String, String>> {
-        let Some(session) = session::find(&st, &token)? else {
+        let Some(session) = session::signed_in(&st, &token)? else {
             return Ok(Ok(return_to));
         };
         let ar = match authorize::validate(st.clients.as_ref(), &params) {

@@ -5,11 +5,13 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::domain::Username;
+use portcullis_core::flow::SessionStage;
 use portcullis_core::model::UserStatus;
+use portcullis_core::password::Password;
 use serde::Deserialize;
 
 use crate::errors::{InternalError, error_response};
-use crate::pages::{self, LoginPage};
+use crate::pages::{self, ChangePasswordPage, LoginPage};
 use crate::session;
 use crate::state::AppState;
 
@@ -75,7 +77,7 @@ pub async fn show(
         {
             return Ok((token, false));
         }
-        let (_, token) = session::create(&st, None)?;
+        let (_, token) = session::create(&st, SessionStage::Anonymous, None)?;
         Ok((token.reveal().to_owned(), true))
     })
     .await??;
@@ -88,6 +90,7 @@ pub async fn show(
 
 enum Outcome {
     SignedIn { token: String },
+    MustChange { token: String },
     Refused { token: String, username: String },
     Expired,
 }
@@ -123,11 +126,19 @@ pub async fn submit(
         );
         match user {
             Some(u) if matches && u.status == UserStatus::Active => {
-                let (_, fresh) = session::create(&st, Some((u.id, vec!["pwd".to_owned()])))?;
+                let stage = if u.password_change_required {
+                    SessionStage::PasswordChange
+                } else {
+                    SessionStage::SignedIn
+                };
+                let (_, fresh) = session::create(&st, stage, Some((u.id, vec!["pwd".to_owned()])))?;
                 st.flow.delete_session(&old.id)?;
-                tracing::info!(user = %u.id, "signed in");
-                Ok(Outcome::SignedIn {
-                    token: fresh.reveal().to_owned(),
+                tracing::info!(user = %u.id, stage = stage.as_str(), "password accepted");
+                let token = fresh.reveal().to_owned();
+                Ok(if stage == SessionStage::SignedIn {
+                    Outcome::SignedIn { token }
+                } else {
+                    Outcome::MustChange { token }
                 })
             }
             _ => {
@@ -148,6 +159,17 @@ pub async fn submit(
             res.add_cookie(&session::cookie(&state, &token, session::SIGNED_IN_TTL))?;
             Ok(res)
         }
+        Outcome::MustChange { token } => {
+            let target = format!(
+                "/login/password?return_to={}",
+                url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
+            );
+            let mut res = HttpResponse::SeeOther()
+                .insert_header((LOCATION, target))
+                .finish();
+            res.add_cookie(&session::cookie(&state, &token, session::ANONYMOUS_TTL))?;
+            Ok(res)
+        }
         Outcome::Refused { token, username } => Ok(page(
             &session::csrf_for(&token),
             &return_to,
@@ -164,4 +186,140 @@ pub async fn submit(
                 .finish())
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangeForm {
+    csrf_token: Option<String>,
+    return_to: Option<String>,
+    new_password: Option<String>,
+    confirm_password: Option<String>,
+}
+
+fn change_page(csrf: &str, return_to: &str, error: Option<&str>) -> HttpResponse {
+    pages::render(
+        StatusCode::OK,
+        &ChangePasswordPage {
+            csrf_token: csrf,
+            return_to,
+            error,
+        },
+    )
+}
+
+/// The session behind the request if it is waiting for a new password (blocking).
+fn pending(
+    state: &AppState,
+    token: &str,
+) -> anyhow::Result<Option<portcullis_core::flow::Session>> {
+    Ok(session::find(state, token)?
+        .filter(|s| s.stage == SessionStage::PasswordChange && s.user_id.is_some()))
+}
+
+/// The first sign-in with a password that must be changed ends here, and nowhere else.
+pub async fn show_change(
+    req: HttpRequest,
+    query: web::Query<LoginQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    let return_to = safe_return_to(query.return_to.as_deref());
+    let Some(token) = session::token_from(&req, &state) else {
+        return Ok(HttpResponse::SeeOther()
+            .insert_header((LOCATION, "/login"))
+            .finish());
+    };
+    let st = state.clone();
+    let t = token.clone();
+    if web::block(move || pending(&st, &t)).await??.is_none() {
+        return Ok(HttpResponse::SeeOther()
+            .insert_header((LOCATION, "/login"))
+            .finish());
+    }
+    Ok(change_page(&session::csrf_for(&token), &return_to, None))
+}
+
+pub async fn submit_change(
+    req: HttpRequest,
+    form: web::Form<ChangeForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    let form = form.into_inner();
+    let return_to = safe_return_to(form.return_to.as_deref());
+    let Some(token) = session::token_from(&req, &state) else {
+        return Ok(error_response(&req, StatusCode::BAD_REQUEST));
+    };
+    if !session::csrf_ok(&token, form.csrf_token.as_deref().unwrap_or_default()) {
+        return Ok(error_response(&req, StatusCode::FORBIDDEN));
+    }
+    let csrf = session::csrf_for(&token);
+    let new = form.new_password.unwrap_or_default();
+    if form.confirm_password.as_deref() != Some(new.as_str()) {
+        return Ok(change_page(
+            &csrf,
+            &return_to,
+            Some("The two passwords differ."),
+        ));
+    }
+    let password = match Password::parse(&new) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(change_page(
+                &csrf,
+                &return_to,
+                Some(&capitalised(&e.to_string())),
+            ));
+        }
+    };
+    let st = state.clone();
+    let outcome = web::block(move || -> anyhow::Result<Result<String, &'static str>> {
+        let Some(pending) = pending(&st, &token)? else {
+            return Ok(Err("expired"));
+        };
+        let Some(user_id) = pending.user_id else {
+            return Ok(Err("expired"));
+        };
+        let user = st.users.find_user(user_id)?;
+        if st.hasher.verify(
+            password.reveal(),
+            user.as_ref().and_then(|u| u.password_hash.as_ref()),
+        ) {
+            return Ok(Err("same"));
+        }
+        let hash = st.hasher.hash(&password, st.rng.as_ref())?;
+        st.users.set_password(user_id, &hash, st.clock.now())?;
+        let (_, fresh) = session::create(
+            &st,
+            SessionStage::SignedIn,
+            Some((user_id, pending.amr.clone())),
+        )?;
+        st.flow.delete_session(&pending.id)?;
+        tracing::info!(user = %user_id, "password changed at sign-in");
+        Ok(Ok(fresh.reveal().to_owned()))
+    })
+    .await??;
+    match outcome {
+        Ok(token) => {
+            let mut res = HttpResponse::SeeOther()
+                .insert_header((LOCATION, return_to))
+                .finish();
+            res.add_cookie(&session::cookie(&state, &token, session::SIGNED_IN_TTL))?;
+            Ok(res)
+        }
+        Err("same") => Ok(change_page(
+            &csrf,
+            &return_to,
+            Some("Choose a password different from the current one."),
+        )),
+        Err(_) => Ok(HttpResponse::SeeOther()
+            .insert_header((LOCATION, "/login"))
+            .finish()),
+    }
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect::<String>() + ".")
+        .unwrap_or_default()
 }

@@ -40,6 +40,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .post(login::submit),
         )
         .service(
+            web::resource(paths::CHANGE_PASSWORD)
+                .get(login::show_change)
+                .post(login::submit_change),
+        )
+        .service(
             web::resource(paths::TOKEN)
                 .app_data(oauth_form())
                 .post(oauth::token),
