@@ -126,3 +126,18 @@ pub fn fresh_enough(session: &Session, max_age: Option<u64>, now: UnixTime) -> b
         (None, _) => true,
     }
 }
+
+/// For a form post: the session token, once the form's CSRF token matches it. Otherwise the
+/// status to answer with: 400 without a session, 403 for a wrong or missing CSRF token.
+pub fn form_token(
+    req: &HttpRequest,
+    state: &AppState,
+    csrf: Option<&str>,
+) -> Result<String, actix_web::http::StatusCode> {
+    use actix_web::http::StatusCode;
+    let token = token_from(req, state).ok_or(StatusCode::BAD_REQUEST)?;
+    if !csrf_ok(&token, csrf.unwrap_or_default()) {
+        return Err(StatusCode::FORBIDDEN);
+    }
+    Ok(token)
+}

@@ -23,3 +23,15 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Random>,
 }
+
+impl AppState {
+    /// What the token-side protocol needs, borrowed from the state.
+    pub fn oauth_context(&self) -> portcullis_core::oauth::Context<'_> {
+        portcullis_core::oauth::Context {
+            issuer: &self.issuer,
+            keys: &self.keys,
+            clock: self.clock.as_ref(),
+            rng: self.rng.as_ref(),
+        }
+    }
+}

@@ -240,12 +240,10 @@ pub async fn consent(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, InternalError> {
     let form = form.into_inner();
-    let Some(token) = session::token_from(&req, &state) else {
-        return Ok(error_response(&req, StatusCode::BAD_REQUEST));
+    let token = match session::form_token(&req, &state, form.csrf_token.as_deref()) {
+        Ok(token) => token,
+        Err(status) => return Ok(error_response(&req, status)),
     };
-    if !session::csrf_ok(&token, form.csrf_token.as_deref().unwrap_or_default()) {
-        return Ok(error_response(&req, StatusCode::FORBIDDEN));
-    }
     let return_to = safe_return_to(form.return_to.as_deref());
     let query = return_to
         .strip_prefix("/oauth2/authorize?")

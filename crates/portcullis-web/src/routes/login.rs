@@ -102,12 +102,10 @@ pub async fn submit(
 ) -> Result<HttpResponse, InternalError> {
     let form = form.into_inner();
     let return_to = safe_return_to(form.return_to.as_deref());
-    let Some(token) = session::token_from(&req, &state) else {
-        return Ok(error_response(&req, StatusCode::BAD_REQUEST));
+    let token = match session::form_token(&req, &state, form.csrf_token.as_deref()) {
+        Ok(token) => token,
+        Err(status) => return Ok(error_response(&req, status)),
     };
-    if !session::csrf_ok(&token, form.csrf_token.as_deref().unwrap_or_default()) {
-        return Ok(error_response(&req, StatusCode::FORBIDDEN));
-    }
     let st = state.clone();
     let outcome = web::block(move || -> anyhow::Result<Outcome> {
         let Some(old) = session::find(&st, &token)? else {
@@ -245,12 +243,10 @@ pub async fn submit_change(
 ) -> Result<HttpResponse, InternalError> {
     let form = form.into_inner();
     let return_to = safe_return_to(form.return_to.as_deref());
-    let Some(token) = session::token_from(&req, &state) else {
-        return Ok(error_response(&req, StatusCode::BAD_REQUEST));
+    let token = match session::form_token(&req, &state, form.csrf_token.as_deref()) {
+        Ok(token) => token,
+        Err(status) => return Ok(error_response(&req, status)),
     };
-    if !session::csrf_ok(&token, form.csrf_token.as_deref().unwrap_or_default()) {
-        return Ok(error_response(&req, StatusCode::FORBIDDEN));
-    }
     let csrf = session::csrf_for(&token);
     let new = form.new_password.unwrap_or_default();
     if form.confirm_password.as_deref() != Some(new.as_str()) {

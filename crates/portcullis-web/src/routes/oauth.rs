@@ -10,7 +10,9 @@ use base64::engine::general_purpose::STANDARD;
 use portcullis_core::client_auth::{self, Presented};
 use portcullis_core::code_flow;
 use portcullis_core::domain::ScopeSet;
-use portcullis_core::oauth::{self, Context, ErrorCode, OAuthError};
+use portcullis_core::model::Client;
+use portcullis_core::oauth::{self, ErrorCode, OAuthError};
+use portcullis_core::store::StoreError;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -203,12 +205,7 @@ pub async fn token(
         let client =
             client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
         tracing::Span::current().record("client_id", client.id.as_str());
-        let ctx = Context {
-            issuer: &state.issuer,
-            keys: &state.keys,
-            clock: state.clock.as_ref(),
-            rng: state.rng.as_ref(),
-        };
+        let ctx = state.oauth_context();
         match grant_type.as_str() {
             "client_credentials" => {
                 oauth::client_credentials(&ctx, &client, scope, form.resource.as_deref())
@@ -240,27 +237,32 @@ pub async fn token(
     Ok(no_store(HttpResponse::Ok().json(response)))
 }
 
+/// The shared shape of introspection and revocation: an authenticated client and a `token`.
+async fn on_token<T: Send + 'static>(
+    req: HttpRequest,
+    form: TokenRefForm,
+    state: web::Data<AppState>,
+    act: impl FnOnce(&AppState, &Client, &str) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, OAuthErrorResponse> {
+    let presented = presented(&req, form.client_id, form.client_secret)?;
+    let token = form
+        .token
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    blocking(move || {
+        let client =
+            client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
+        act(&state, &client, &token).map_err(OAuthError::from_store)
+    })
+    .await
+}
+
 pub async fn introspect(
     req: HttpRequest,
     form: web::Form<TokenRefForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthErrorResponse> {
-    let form = form.into_inner();
-    let presented = presented(&req, form.client_id, form.client_secret)?;
-    let token = form
-        .token
-        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-    let claims = blocking(move || {
-        let client =
-            client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
-        let ctx = Context {
-            issuer: &state.issuer,
-            keys: &state.keys,
-            clock: state.clock.as_ref(),
-            rng: state.rng.as_ref(),
-        };
-        oauth::introspect(&ctx, state.grants.as_ref(), &client, &token)
-            .map_err(OAuthError::from_store)
+    let claims = on_token(req, form.into_inner(), state, |st, client, token| {
+        oauth::introspect(&st.oauth_context(), st.grants.as_ref(), client, token)
     })
     .await?;
     let body = match claims {
@@ -286,28 +288,14 @@ pub async fn revoke(
     form: web::Form<TokenRefForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthErrorResponse> {
-    let form = form.into_inner();
-    let presented = presented(&req, form.client_id, form.client_secret)?;
-    let token = form
-        .token
-        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-    blocking(move || {
-        let client =
-            client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
-        let ctx = Context {
-            issuer: &state.issuer,
-            keys: &state.keys,
-            clock: state.clock.as_ref(),
-            rng: state.rng.as_ref(),
-        };
+    on_token(req, form.into_inner(), state, |st, client, token| {
         oauth::revoke(
-            &ctx,
-            state.grants.as_ref(),
-            Some(state.flow.as_ref()),
-            &client,
-            &token,
+            &st.oauth_context(),
+            st.grants.as_ref(),
+            Some(st.flow.as_ref()),
+            client,
+            token,
         )
-        .map_err(OAuthError::from_store)
     })
     .await?;
     Ok(no_store(HttpResponse::Ok().finish()))

@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::code_flow::userinfo_claims;
-use portcullis_core::oauth::{self, Context};
+use portcullis_core::oauth;
 
 use crate::errors::InternalError;
 use crate::state::AppState;
@@ -48,12 +48,7 @@ pub async fn userinfo(
     let st = state.clone();
     let found = web::block(
         move || -> anyhow::Result<Option<(String, Option<portcullis_core::model::User>)>> {
-            let ctx = Context {
-                issuer: &st.issuer,
-                keys: &st.keys,
-                clock: st.clock.as_ref(),
-                rng: st.rng.as_ref(),
-            };
+            let ctx = st.oauth_context();
             let Some(claims) = oauth::active_access_token(&ctx, st.grants.as_ref(), &token)? else {
                 return Ok(None);
             };
