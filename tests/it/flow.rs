@@ -1010,3 +1010,41 @@ async fn an_id_token_hint_for_someone_else_is_not_answered_silently() {
         .unwrap();
     assert!(query_param(&location(&res), "code").is_some());
 }
+
+#[tokio::test]
+async fn over_https_the_session_cookie_is_host_prefixed_and_secure() {
+    let db = std::sync::Arc::new(portcullis_storage::test_db::TestDatabase::from_env().unwrap());
+    let mut settings = crate::helpers::test_settings(&db);
+    // TLS ends at a proxy in front; the issuer is https.
+    settings.server.issuer = Some("https://id.example.test".into());
+    let app = crate::helpers::spawn_with(db, settings).await.unwrap();
+    let res = app
+        .http
+        .get(format!("http://{}/login", app.address))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res
+        .headers()
+        .get(SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("__Host-portcullis_session="), "{cookie}");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    assert!(!cookie.contains("Domain"), "{cookie}");
+}
+
+#[tokio::test]
+async fn a_repeated_authorization_parameter_gets_a_page() {
+    let app = spawn_app().await;
+    let rp = web_client(&app, "RP1");
+    let url = format!("{}&state=second", authorize_url(&app, &rp, &pkce(), &[]));
+    let res = app.http.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().get(LOCATION).is_none());
+    assert!(res.text().await.unwrap().contains("repeated"));
+}
