@@ -1048,3 +1048,213 @@ async fn a_repeated_authorization_parameter_gets_a_page() {
     assert!(res.headers().get(LOCATION).is_none());
     assert!(res.text().await.unwrap().contains("repeated"));
 }
+
+/// Signs alice in for RP1 and redeems the code: (client, tokens).
+async fn alice_tokens(app: &TestApp) -> (Rp, Value) {
+    add_user(app, "alice");
+    let rp = web_client(app, "RP1");
+    let pkce = pkce();
+    let back = sign_in_and_allow(app, &authorize_url(app, &rp, &pkce, &[]), "alice").await;
+    let tokens: Value = exchange(
+        app,
+        &rp,
+        &query_param(&back, "code").unwrap(),
+        &pkce.verifier,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    (rp, tokens)
+}
+
+async fn refresh_with(app: &TestApp, rp: &Rp, token: &str, scope: Option<&str>) -> Value {
+    let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
+    if let Some(s) = scope {
+        form.push(("scope", s));
+    }
+    app.post_basic(
+        "/oauth2/token",
+        &rp.id,
+        rp.secret.as_deref().unwrap(),
+        &form,
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_refresh_family_ends_at_its_absolute_lifetime() {
+    use diesel::prelude::*;
+    let app = spawn_app().await;
+    let (rp, tokens) = alice_tokens(&app).await;
+    // Case 35: the family's absolute end has passed (as if 30 days went by with refreshes).
+    let db = Database::open(app.db.url(), &PoolOptions::default()).unwrap();
+    diesel::update(portcullis_storage::schema::grants::table)
+        .set(portcullis_storage::schema::grants::expires_at.eq(1_i64))
+        .execute(&mut *db.conn().unwrap())
+        .unwrap();
+    let res = refresh_with(&app, &rp, tokens["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(res["error"], "invalid_grant", "{res}");
+}
+
+#[tokio::test]
+async fn a_refused_wider_scope_leaves_the_refresh_token_usable() {
+    let app = spawn_app().await;
+    let (rp, tokens) = alice_tokens(&app).await;
+    let r1 = tokens["refresh_token"].as_str().unwrap();
+    let wider = refresh_with(&app, &rp, r1, Some("openid admin")).await;
+    assert_eq!(wider["error"], "invalid_scope");
+    // Case 34: the same token, with a narrower scope, still works; the grant keeps its scope.
+    let narrower = refresh_with(&app, &rp, r1, Some("openid offline_access")).await;
+    assert_eq!(narrower["scope"], "offline_access openid", "{narrower}");
+    let again = refresh_with(&app, &rp, narrower["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(again["scope"], "email offline_access openid profile");
+}
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_tokens_and_sessions() {
+    let app = spawn_app().await;
+    let (rp, tokens) = alice_tokens(&app).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(introspect_active(&app, &rp, access).await);
+    let store = DieselStore::new(Database::open(app.db.url(), &PoolOptions::default()).unwrap());
+    use portcullis_core::store::UserStore;
+    store
+        .set_user_status(
+            &Username::parse("alice").unwrap(),
+            portcullis_core::model::UserStatus::Disabled,
+            portcullis_core::UnixTime::from_secs(0),
+        )
+        .unwrap();
+    assert!(
+        !introspect_active(&app, &rp, access).await,
+        "case 35: the grant is revoked"
+    );
+    let info = app
+        .http
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 401, "case 47");
+    let res = refresh_with(&app, &rp, tokens["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(res["error"], "invalid_grant");
+    // The session is gone: silent authentication fails.
+    let silent = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce(), &[("prompt", "none")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query_param(&location(&silent), "error").as_deref(),
+        Some("login_required")
+    );
+}
+
+#[tokio::test]
+async fn a_forged_id_token_hint_is_refused() {
+    let app = spawn_app().await;
+    let (rp, _) = alice_tokens(&app).await;
+    for hint in ["not.a.jwt", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."] {
+        let res = app
+            .http
+            .get(authorize_url(
+                &app,
+                &rp,
+                &pkce(),
+                &[("prompt", "none"), ("id_token_hint", hint)],
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            query_param(&location(&res), "error").as_deref(),
+            Some("invalid_request"),
+            "case 10: {hint}"
+        );
+    }
+    let res = app
+        .http
+        .get(authorize_url(
+            &app,
+            &rp,
+            &pkce(),
+            &[("max_age", "9007199254740992")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query_param(&location(&res), "error").as_deref(),
+        Some("invalid_request"),
+        "max_age 2^53"
+    );
+}
+
+#[tokio::test]
+async fn userinfo_takes_bearer_tokens_only_from_the_header() {
+    let app = spawn_app().await;
+    let (_, tokens) = alice_tokens(&app).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let userinfo = app.url("/oauth2/userinfo");
+    let none = app.http.get(&userinfo).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(
+        none.headers()["www-authenticate"],
+        r#"Bearer realm="portcullis""#,
+        "no error attribute without credentials"
+    );
+    assert!(none.text().await.unwrap().is_empty());
+    let in_query = app
+        .http
+        .get(&userinfo)
+        .query(&[("access_token", access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_query.status(), 400, "never from the URL");
+    let both = app
+        .http
+        .get(&userinfo)
+        .bearer_auth(access)
+        .query(&[("access_token", access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), 400);
+    let spaced = app
+        .http
+        .get(&userinfo)
+        .header("authorization", "Bearer a b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spaced.status(), 400);
+    let bad = app
+        .http
+        .get(&userinfo)
+        .bearer_auth("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert!(
+        bad.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="invalid_token""#)
+    );
+    let post = app
+        .http
+        .post(&userinfo)
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 200, "GET and POST");
+}

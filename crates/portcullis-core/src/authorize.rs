@@ -286,17 +286,19 @@ pub fn validate(
             "prompt=none cannot be combined with other values",
         ));
     }
-    let max_age = p
-        .max_age
-        .as_deref()
-        .map(str::parse::<u64>)
-        .transpose()
-        .map_err(|_| {
-            refuse(
-                ErrorCode::InvalidRequest,
-                "max_age must be a number of seconds",
-            )
-        })?;
+    // Beyond 2^53 - 1, JSON consumers lose precision: such a value is a mistake or a probe.
+    let max_age = match p.max_age.as_deref() {
+        None => None,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(secs) if secs < 1 << 53 => Some(secs),
+            _ => {
+                return Err(refuse(
+                    ErrorCode::InvalidRequest,
+                    "max_age must be a number of seconds",
+                ));
+            }
+        },
+    };
     let bounded = |v: &Option<String>, what: &str| match v {
         Some(s) if s.len() > 1024 || s.chars().any(char::is_control) => Err(refuse(
             ErrorCode::InvalidRequest,

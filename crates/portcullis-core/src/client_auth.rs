@@ -5,6 +5,7 @@ use crate::clock::Clock;
 use crate::domain::{ClientAuthMethod, ClientId};
 use crate::model::Client;
 use crate::oauth::OAuthError;
+use crate::secret::TokenHash;
 use crate::store::ClientStore;
 
 /// How the client presented itself, as parsed from the request.
@@ -46,23 +47,26 @@ pub fn authenticate(
     let basic = matches!(presented, Presented::Basic { .. });
     let failed = || OAuthError::invalid_client("client authentication failed", basic);
     let id = ClientId::parse(presented.client_id()).map_err(|_| failed())?;
-    let client = store
-        .find_client(&id)
-        .map_err(OAuthError::from_store)?
-        .ok_or_else(failed)?;
-    if client.auth_method != presented.method() {
-        return Err(failed());
-    }
-    let secret = match presented {
-        Presented::Basic { secret, .. } | Presented::Post { secret, .. } => secret,
-        Presented::Public { .. } => return Ok(client),
-    };
+    // The same work whether or not the client exists: both lookups, and at least one digest.
+    let client = store.find_client(&id).map_err(OAuthError::from_store)?;
     let secrets = store
         .client_secrets(&id, clock.now())
         .map_err(OAuthError::from_store)?;
-    // Every stored secret is compared, so the time taken does not tell which one matched.
-    let matched = secrets
-        .iter()
-        .fold(false, |any, s| s.hash.matches(secret) | any);
-    if matched { Ok(client) } else { Err(failed()) }
+    let matched = match presented {
+        Presented::Basic { secret, .. } | Presented::Post { secret, .. } => {
+            if secrets.is_empty() {
+                // No client, or no live secret: one comparison all the same.
+                let _ = TokenHash::of("portcullis: no such secret").matches(secret);
+            }
+            // Every stored secret is compared, so the time taken does not tell which matched.
+            secrets
+                .iter()
+                .fold(false, |any, s| s.hash.matches(secret) | any)
+        }
+        Presented::Public { .. } => true,
+    };
+    match client {
+        Some(client) if client.auth_method == presented.method() && matched => Ok(client),
+        _ => Err(failed()),
+    }
 }

@@ -202,6 +202,20 @@ pub fn refresh(
     let presented =
         refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
     let old = PlainToken::from_presented(presented).hash();
+    // A scope that would widen the grant is refused before the token is spent, so the client
+    // can retry with a valid one.
+    if let Some(requested) = &requested
+        && let Some(grant) = flow
+            .grant_of_refresh_token(&old)
+            .map_err(OAuthError::from_store)?
+        && grant.client_id == client.id
+        && requested.iter().any(|s| !grant.scope.contains(s.as_str()))
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidScope,
+            "a refresh cannot widen the scope",
+        ));
+    }
     let next = PlainToken::generate(ctx.rng)
         .map_err(|_| OAuthError::new(ErrorCode::ServerError, "no randomness"))?;
     let now = ctx.clock.now();

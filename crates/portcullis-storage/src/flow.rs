@@ -356,7 +356,10 @@ impl FlowStore for DieselStore {
             let Some(grant) = load_grant(conn, &grant_id)? else {
                 return Ok(Redemption::Invalid);
             };
-            if expires_at <= now.as_secs() || grant.revoked_at.is_some() {
+            if expires_at <= now.as_secs()
+                || grant.revoked_at.is_some()
+                || grant.expires_at <= now.as_secs()
+            {
                 return Ok(Redemption::Invalid);
             }
             insert_refresh(
@@ -364,6 +367,8 @@ impl FlowStore for DieselStore {
                 &RefreshRecord {
                     grant_id: grant_id.clone(),
                     parent: Some(old.clone()),
+                    // Never beyond the family's absolute lifetime.
+                    expires_at: UnixTime::from_secs(new.expires_at.as_secs().min(grant.expires_at)),
                     ..new.clone()
                 },
             )?;

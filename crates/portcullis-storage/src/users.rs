@@ -10,7 +10,7 @@ use portcullis_core::store::{StoreError, UserStore};
 use crate::DieselStore;
 use crate::db::{DbConnection, write_tx};
 use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
-use crate::schema::{roles, user_roles, users};
+use crate::schema::{grants, login_sessions, roles, user_roles, users};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = users)]
@@ -255,13 +255,35 @@ impl UserStore for DieselStore {
         now: UnixTime,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
-        let changed = diesel::update(users::table.filter(users::username.eq(username.as_str())))
-            .set((
-                users::status.eq(status.as_str()),
-                users::updated_at.eq(now.as_secs()),
-            ))
-            .execute(&mut conn)
-            .map_err(from_diesel)?;
-        Ok(changed > 0)
+        write_tx(&mut conn, |conn| {
+            let changed =
+                diesel::update(users::table.filter(users::username.eq(username.as_str())))
+                    .set((
+                        users::status.eq(status.as_str()),
+                        users::updated_at.eq(now.as_secs()),
+                    ))
+                    .execute(conn)?;
+            if changed > 0 && status == UserStatus::Disabled {
+                // A disabled user keeps nothing: every grant (and so every token) and session ends.
+                let id: String = users::table
+                    .filter(users::username.eq(username.as_str()))
+                    .select(users::id)
+                    .first(conn)?;
+                diesel::update(
+                    grants::table
+                        .filter(grants::user_id.eq(&id))
+                        .filter(grants::revoked_at.is_null()),
+                )
+                .set((
+                    grants::revoked_at.eq(now.as_secs()),
+                    grants::revoke_reason.eq("user disabled"),
+                ))
+                .execute(conn)?;
+                diesel::delete(login_sessions::table.filter(login_sessions::user_id.eq(&id)))
+                    .execute(conn)?;
+            }
+            Ok::<_, TxError>(changed > 0)
+        })
+        .map_err(StoreError::from)
     }
 }

@@ -155,7 +155,9 @@ pub fn replace_framework_errors<B: MessageBody + 'static>(
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| !ct.starts_with("text/plain"));
+        .is_some_and(|ct| !ct.starts_with("text/plain"))
+        // A bare 401 with its challenge (RFC 6750 §3) is the whole answer.
+        || res.headers().contains_key(header::WWW_AUTHENTICATE);
     if ours {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }

@@ -109,6 +109,12 @@ fn decide(
             .filter(|c| c["iss"] == state.issuer.as_str())
             .and_then(|c| c["sub"].as_str().map(str::to_owned))
     });
+    if params.id_token_hint.is_some() && hinted_sub.is_none() {
+        return Ok(Next::Refuse(req.refuse(
+            ErrorCode::InvalidRequest,
+            "id_token_hint is not an ID token this server issued",
+        )));
+    }
     let signed_in = signed_in.filter(|s| {
         hinted_sub
             .as_deref()
@@ -131,6 +137,11 @@ fn decide(
         Some(u) if u.status == UserStatus::Active => u,
         _ => {
             state.flow.delete_session(&session.id)?;
+            if req.prompt.none {
+                return Ok(Next::Refuse(
+                    req.refuse(ErrorCode::LoginRequired, "the user is not signed in"),
+                ));
+            }
             return Ok(Next::Login);
         }
     };

@@ -68,6 +68,17 @@ fn plan(
         (Some(h), _) => Some(h.aud.clone()),
         (None, c) => c.clone(),
     };
+    if let Some(h) = &hint {
+        let known = match ClientId::parse(&h.aud) {
+            Ok(id) => state.clients.find_client(&id)?.is_some(),
+            Err(_) => false,
+        };
+        if !known {
+            return Ok(Plan::Invalid(
+                "The sign-out request comes from an application that is not registered.",
+            ));
+        }
+    }
     let redirect = match &p.post_logout_redirect_uri {
         None => None,
         Some(uri) => {
@@ -140,8 +151,10 @@ async fn handle(
         && token
             .as_deref()
             .is_some_and(|t| session::csrf_ok(t, p.csrf_token.as_deref().unwrap_or_default()));
+    // A POST from a relying party carries no CSRF token (it is treated like a GET); one that
+    // carries a wrong token is a forged or stale confirmation.
     if post && p.csrf_token.is_some() && !confirmed {
-        return Ok(error_response(&req, StatusCode::FORBIDDEN));
+        return Ok(error_response(&req, StatusCode::BAD_REQUEST));
     }
     let st = state.clone();
     let tok = token.clone();

@@ -34,12 +34,20 @@ pub async fn userinfo(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    // A token in the URL leaks into logs and Referer headers: refused outright (RFC 9700 §2.2.1).
+    if web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .is_ok_and(|q| q.iter().any(|(k, _)| k == "access_token"))
+    {
+        return Ok(challenge(StatusCode::BAD_REQUEST, Some("invalid_request")));
+    }
     let Some(header) = header else {
         return Ok(challenge(StatusCode::UNAUTHORIZED, None));
     };
     let token = match header.split_once(' ') {
         Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            if scheme.eq_ignore_ascii_case("bearer")
+                && !token.trim().is_empty()
+                && !token.trim().contains(char::is_whitespace) =>
         {
             token.trim().to_owned()
         }
@@ -52,10 +60,15 @@ pub async fn userinfo(
             let Some(claims) = oauth::active_access_token(&ctx, st.grants.as_ref(), &token)? else {
                 return Ok(None);
             };
+            // Meant for this server: a token for another audience is not a userinfo token.
+            if !claims.aud.contains(st.issuer.as_str()) {
+                return Ok(None);
+            }
             let user = match uuid::Uuid::parse_str(&claims.sub) {
-                Ok(id) if claims.gid.is_some() => {
-                    st.users.find_user(portcullis_core::model::UserId(id))?
-                }
+                Ok(id) if claims.gid.is_some() => st
+                    .users
+                    .find_user(portcullis_core::model::UserId(id))?
+                    .filter(|u| u.status == portcullis_core::model::UserStatus::Active),
                 _ => None,
             };
             Ok(Some((claims.scope, user)))
