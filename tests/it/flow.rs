@@ -1039,14 +1039,33 @@ async fn over_https_the_session_cookie_is_host_prefixed_and_secure() {
 }
 
 #[tokio::test]
-async fn a_repeated_authorization_parameter_gets_a_page() {
+async fn repeated_authorization_parameters_are_refused() {
     let app = spawn_app().await;
     let rp = web_client(&app, "RP1");
-    let url = format!("{}&state=second", authorize_url(&app, &rp, &pkce(), &[]));
-    let res = app.http.get(&url).send().await.unwrap();
-    assert_eq!(res.status(), 400);
-    assert!(res.headers().get(LOCATION).is_none());
-    assert!(res.text().await.unwrap().contains("repeated"));
+    let good = authorize_url(&app, &rp, &pkce(), &[]);
+    // Case 8: a repeated state (or scope, response_type) goes back as invalid_request, without
+    // a state, since which one would it be?
+    for extra in ["&state=second", "&scope=openid", "&response_type=code"] {
+        let res = app.http.get(format!("{good}{extra}")).send().await.unwrap();
+        let to = location(&res);
+        assert!(to.starts_with(REDIRECT), "{extra}: {to}");
+        assert_eq!(
+            query_param(&to, "error").as_deref(),
+            Some("invalid_request")
+        );
+        assert!(query_param(&to, "state").is_none());
+        assert!(query_param(&to, "code").is_none());
+    }
+    // A repeated client_id or redirect_uri: the page, never a redirect.
+    for extra in [
+        format!("&client_id={}", rp.id),
+        "&redirect_uri=https%3A%2F%2Fattacker.test%2Fcb".to_owned(),
+    ] {
+        let res = app.http.get(format!("{good}{extra}")).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{extra}");
+        assert!(res.headers().get(LOCATION).is_none());
+        assert!(res.text().await.unwrap().contains("repeats"));
+    }
 }
 
 /// Signs alice in for RP1 and redeems the code: (client, tokens).

@@ -322,6 +322,65 @@ pub fn validate(
     })
 }
 
+/// Builds the parameters from the request's pairs. A repeated parameter (RFC 6749 §3.1) is
+/// refused: with a page if it is `client_id` or `redirect_uri`, else, once the client and its
+/// redirect URI check out, back to the client with `invalid_request` and no `state` (which
+/// one would it be?).
+pub fn params_from_pairs(
+    clients: &dyn ClientStore,
+    pairs: &[(String, String)],
+) -> Result<AuthorizeParams, AuthorizeError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut p = AuthorizeParams::default();
+    let mut repeated = None;
+    for (key, value) in pairs {
+        if !seen.insert(key.as_str()) {
+            repeated.get_or_insert(key.as_str());
+            continue;
+        }
+        let slot = match key.as_str() {
+            "client_id" => &mut p.client_id,
+            "redirect_uri" => &mut p.redirect_uri,
+            "response_type" => &mut p.response_type,
+            "response_mode" => &mut p.response_mode,
+            "scope" => &mut p.scope,
+            "state" => &mut p.state,
+            "nonce" => &mut p.nonce,
+            "code_challenge" => &mut p.code_challenge,
+            "code_challenge_method" => &mut p.code_challenge_method,
+            "prompt" => &mut p.prompt,
+            "max_age" => &mut p.max_age,
+            "login_hint" => &mut p.login_hint,
+            "id_token_hint" => &mut p.id_token_hint,
+            "request" => &mut p.request,
+            "request_uri" => &mut p.request_uri,
+            _ => continue,
+        };
+        *slot = Some(value.clone());
+    }
+    let Some(key) = repeated else { return Ok(p) };
+    if key == "client_id" || key == "redirect_uri" {
+        return Err(AuthorizeError::Page(format!(
+            "The request repeats the parameter {key}."
+        )));
+    }
+    match validate(
+        clients,
+        &AuthorizeParams {
+            state: None,
+            ..p.clone()
+        },
+    ) {
+        Err(AuthorizeError::Page(m)) => Err(AuthorizeError::Page(m)),
+        Err(AuthorizeError::Store(e)) => Err(AuthorizeError::Store(e)),
+        _ => Err(AuthorizeError::Redirect(ErrorRedirect {
+            redirect_uri: p.redirect_uri.unwrap_or_default(),
+            state: None,
+            error: OAuthError::invalid_request(format_args!("the parameter {key} is repeated")),
+        })),
+    }
+}
+
 /// How long a code lives.
 pub const CODE_TTL_SECS: u64 = 60;
 

@@ -222,20 +222,39 @@ async fn handle(
     })
 }
 
-pub async fn get(
+type Pairs = Vec<(String, String)>;
+
+/// The pairs as sent, repeats included, so that a repeated parameter is noticed.
+async fn from_pairs(
     req: HttpRequest,
-    params: web::Query<AuthorizeParams>,
+    pairs: Pairs,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, InternalError> {
-    handle(req, params.into_inner(), state).await
+    let st = state.clone();
+    let parsed =
+        web::block(move || authorize::params_from_pairs(st.clients.as_ref(), &pairs)).await?;
+    match parsed {
+        Ok(params) => handle(req, params, state).await,
+        Err(AuthorizeError::Page(message)) => Ok(refused_page(&req, &message)),
+        Err(AuthorizeError::Redirect(r)) => Ok(redirect(&r.url(&state.issuer))),
+        Err(AuthorizeError::Store(e)) => Err(e.into()),
+    }
+}
+
+pub async fn get(
+    req: HttpRequest,
+    pairs: web::Query<Pairs>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, InternalError> {
+    from_pairs(req, pairs.into_inner(), state).await
 }
 
 pub async fn post(
     req: HttpRequest,
-    params: web::Form<AuthorizeParams>,
+    pairs: web::Form<Pairs>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, InternalError> {
-    handle(req, params.into_inner(), state).await
+    from_pairs(req, pairs.into_inner(), state).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,7 +279,7 @@ pub async fn consent(
         .strip_prefix("/oauth2/authorize?")
         .unwrap_or_default()
         .to_owned();
-    let Ok(params) = serde_urlencoded_params(&query) else {
+    let Ok(pairs) = web::Query::<Pairs>::from_query(&query).map(web::Query::into_inner) else {
         return Ok(error_response(&req, StatusCode::BAD_REQUEST));
     };
     let allow = form.decision.as_deref() == Some("allow");
@@ -269,7 +288,9 @@ pub async fn consent(
         let Some(session) = session::signed_in(&st, &token)? else {
             return Ok(Ok(return_to));
         };
-        let ar = match authorize::validate(st.clients.as_ref(), &params) {
+        let parsed = authorize::params_from_pairs(st.clients.as_ref(), &pairs)
+            .and_then(|params| authorize::validate(st.clients.as_ref(), &params));
+        let ar = match parsed {
             Ok(ar) => ar,
             Err(AuthorizeError::Redirect(r)) => return Ok(Ok(r.url(&st.issuer))),
             Err(AuthorizeError::Page(m)) => return Ok(Err(m)),
@@ -294,10 +315,4 @@ pub async fn consent(
         Ok(to) => redirect(&to),
         Err(message) => refused_page(&req, &message),
     })
-}
-
-fn serde_urlencoded_params(query: &str) -> Result<AuthorizeParams, ()> {
-    web::Query::<AuthorizeParams>::from_query(query)
-        .map(web::Query::into_inner)
-        .map_err(|_| ())
 }
