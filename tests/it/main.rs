@@ -10,6 +10,7 @@
 )]
 
 mod architecture;
+mod catalogue;
 mod cli;
 mod config_doc;
 mod flow;
