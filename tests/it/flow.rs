@@ -1277,3 +1277,141 @@ async fn userinfo_takes_bearer_tokens_only_from_the_header() {
         .unwrap();
     assert_eq!(post.status(), 200, "GET and POST");
 }
+
+#[tokio::test]
+async fn prompt_login_consent_and_max_age_are_honoured() {
+    let app = spawn_app().await;
+    let (rp, _) = alice_tokens(&app).await;
+    let pkce = pkce();
+    // Signed in and consented: no prompt means straight back with a code.
+    let quiet = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce, &[]))
+        .send()
+        .await
+        .unwrap();
+    assert!(query_param(&location(&quiet), "code").is_some());
+    // prompt=login and max_age=0 ask for the password again.
+    for extra in [("prompt", "login"), ("max_age", "0")] {
+        let res = app
+            .http
+            .get(authorize_url(&app, &rp, &pkce, &[extra]))
+            .send()
+            .await
+            .unwrap();
+        let to = location(&res);
+        assert!(to.starts_with("/login?return_to="), "{extra:?}: {to}");
+        // The way back does not ask again (no loop).
+        let back = url::form_urlencoded::parse(to.split_once('?').unwrap().1.as_bytes())
+            .find(|(k, _)| k == "return_to")
+            .unwrap()
+            .1
+            .into_owned();
+        assert!(!back.contains("prompt=login"), "{back}");
+    }
+    // max_age long enough is satisfied by the session.
+    let fresh = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce, &[("max_age", "3600")]))
+        .send()
+        .await
+        .unwrap();
+    assert!(query_param(&location(&fresh), "code").is_some());
+    // prompt=consent shows the consent page although consent was given.
+    let ask = app
+        .http
+        .get(authorize_url(&app, &rp, &pkce, &[("prompt", "consent")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ask.status(), 200);
+    assert!(ask.text().await.unwrap().contains("action=\"/consent\""));
+}
+
+#[tokio::test]
+async fn case_64_logout_returns_to_the_registered_uri_with_state() {
+    let app = spawn_app().await;
+    add_user(&app, "alice");
+    let store = DieselStore::new(Database::open(app.db.url(), &PoolOptions::default()).unwrap());
+    let made = portcullis_core::clients::register_client(
+        &store,
+        &OsRandom,
+        &SystemClock,
+        portcullis_core::clients::ClientRegistration {
+            name: portcullis_core::domain::ClientName::parse("RP with logout").unwrap(),
+            redirect_uris: vec![portcullis_core::domain::RedirectUri::parse(REDIRECT).unwrap()],
+            post_logout_redirect_uris: vec![
+                portcullis_core::domain::RedirectUri::parse("https://rp1.test/bye").unwrap(),
+            ],
+            grant_types: vec![GrantType::AuthorizationCode],
+            auth_method: ClientAuthMethod::ClientSecretBasic,
+            allowed_scopes: portcullis_core::domain::ScopeSet::parse("openid").unwrap(),
+            first_party: true,
+            token_settings: Default::default(),
+        },
+    )
+    .unwrap();
+    let rp = Rp {
+        id: made.client.id.to_string(),
+        secret: made.secret.map(|s| s.reveal().to_owned()),
+    };
+    let pkce = pkce();
+    let start = authorize_url(&app, &rp, &pkce, &[])
+        .replace("openid+profile+email+offline_access", "openid");
+    let back = sign_in_and_allow(&app, &start, "alice").await;
+    let tokens: Value = exchange(
+        &app,
+        &rp,
+        &query_param(&back, "code").unwrap(),
+        &pkce.verifier,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id_token = tokens["id_token"].as_str().unwrap();
+    for near in [
+        "https://rp1.test/bye/",
+        "https://rp1.test/bye?x=1",
+        "HTTPS://RP1.TEST/bye",
+    ] {
+        let res = app
+            .http
+            .get(app.url("/oauth2/logout"))
+            .query(&[
+                ("id_token_hint", id_token),
+                ("post_logout_redirect_uri", near),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "case 60: {near}");
+    }
+    let res = app
+        .http
+        .get(app.url("/oauth2/logout"))
+        .query(&[
+            ("id_token_hint", id_token),
+            ("post_logout_redirect_uri", "https://rp1.test/bye"),
+            ("state", "bye state"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "https://rp1.test/bye?state=bye+state");
+    let silent = app
+        .http
+        .get(
+            authorize_url(&app, &rp, &pkce, &[("prompt", "none")])
+                .replace("openid+profile+email+offline_access", "openid"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query_param(&location(&silent), "error").as_deref(),
+        Some("login_required"),
+        "signed out"
+    );
+}

@@ -121,6 +121,8 @@ pub fn signed_in(state: &AppState, token: &str) -> anyhow::Result<Option<Session
 /// Whether a signed-in session's authentication is recent enough for `max_age`.
 pub fn fresh_enough(session: &Session, max_age: Option<u64>, now: UnixTime) -> bool {
     match (max_age, session.authenticated_at) {
+        // OIDC Core §3.1.2.1: max_age=0 asks for a new authentication, like prompt=login.
+        (Some(0), _) => false,
         (Some(max), Some(at)) => at.plus(Duration::from_secs(max)) >= now,
         (Some(_), None) => false,
         (None, _) => true,

@@ -43,7 +43,9 @@ fn refused_page(req: &HttpRequest, message: &str) -> HttpResponse {
     )
 }
 
-/// The request again, as a GET URL to come back to (without `prompt`, which has been honoured).
+/// The request again, as a GET URL to come back to, without `prompt` and `max_age`: they have
+/// been honoured by the sign-in this URL returns from (asking again would loop). `auth_time`
+/// in the ID token lets the client check.
 fn return_path(p: &AuthorizeParams) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     let fields = [
@@ -56,7 +58,6 @@ fn return_path(p: &AuthorizeParams) -> String {
         ("nonce", &p.nonce),
         ("code_challenge", &p.code_challenge),
         ("code_challenge_method", &p.code_challenge_method),
-        ("max_age", &p.max_age),
         ("login_hint", &p.login_hint),
     ];
     for (k, v) in fields {
