@@ -164,6 +164,10 @@ async fn sign_in_and_allow(app: &TestApp, start: &str, user: &str) -> String {
         "{set_cookie}"
     );
     let html = page.text().await.unwrap();
+    assert!(
+        html.contains("to continue to"),
+        "the sign-in page names the application"
+    );
     let form = [
         ("csrf_token", hidden(&html, "csrf_token")),
         ("return_to", hidden(&html, "return_to")),

@@ -78,6 +78,14 @@ pub struct LogoutConfirmPage<'a> {
 #[template(path = "logout/done.html")]
 pub struct SignedOutPage;
 
+/// The scopes' descriptions, most basic first (who you are, then what else).
+pub fn describe_scopes<'a>(scopes: impl Iterator<Item = &'a str>) -> Vec<&'static str> {
+    const ORDER: [&str; 5] = ["openid", "profile", "email", "roles", "offline_access"];
+    let mut all: Vec<&str> = scopes.collect();
+    all.sort_by_key(|s| ORDER.iter().position(|o| o == s).unwrap_or(ORDER.len()));
+    all.into_iter().map(describe_scope).collect()
+}
+
 /// What a scope lets the client do, in words a person understands.
 pub fn describe_scope(scope: &str) -> &'static str {
     match scope {

@@ -13,7 +13,7 @@ use portcullis_core::oauth::ErrorCode;
 use serde::Deserialize;
 
 use crate::errors::{InternalError, error_response};
-use crate::pages::{self, ConsentPage, ErrorPage, describe_scope};
+use crate::pages::{self, ConsentPage, ErrorPage, describe_scopes};
 use crate::routes::login::safe_return_to;
 use crate::session;
 use crate::state::AppState;
@@ -203,11 +203,7 @@ async fn handle(
         }
         Next::Consent { req: ar, username } => {
             let token = session::token_from(&req, &state).unwrap_or_default();
-            let scopes = ar
-                .scope
-                .iter()
-                .map(|s| describe_scope(s.as_str()))
-                .collect();
+            let scopes = describe_scopes(ar.scope.iter().map(|s| s.as_str()));
             pages::render(
                 StatusCode::OK,
                 &ConsentPage {

@@ -44,14 +44,38 @@ pub struct LoginForm {
     password: Option<String>,
 }
 
-fn page(csrf: &str, return_to: &str, username: &str, error: Option<&str>) -> HttpResponse {
+/// The name of the client whose authorization request the sign-in returns to (blocking).
+fn client_name_for(state: &AppState, return_to: &str) -> anyhow::Result<Option<String>> {
+    let query = return_to
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or_default();
+    let client_id = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.into_owned());
+    let Some(Ok(id)) = client_id
+        .as_deref()
+        .map(portcullis_core::domain::ClientId::parse)
+    else {
+        return Ok(None);
+    };
+    Ok(state.clients.find_client(&id)?.map(|c| c.name.to_string()))
+}
+
+fn page(
+    csrf: &str,
+    return_to: &str,
+    username: &str,
+    client_name: Option<&str>,
+    error: Option<&str>,
+) -> HttpResponse {
     pages::render(
         StatusCode::OK,
         &LoginPage {
             csrf_token: csrf,
             return_to,
             username,
-            client_name: None,
+            client_name,
             error,
         },
     )
@@ -71,17 +95,27 @@ pub async fn show(
         .unwrap_or_default();
     let existing = session::token_from(&req, &state);
     let st = state.clone();
-    let token = web::block(move || -> anyhow::Result<(String, bool)> {
-        if let Some(token) = existing
-            && session::find(&st, &token)?.is_some()
-        {
-            return Ok((token, false));
-        }
-        let (_, token) = session::create(&st, SessionStage::Anonymous, None)?;
-        Ok((token.reveal().to_owned(), true))
-    })
+    let back = return_to.clone();
+    let (token, client) = web::block(
+        move || -> anyhow::Result<((String, bool), Option<String>)> {
+            let client = client_name_for(&st, &back)?;
+            if let Some(token) = existing
+                && session::find(&st, &token)?.is_some()
+            {
+                return Ok(((token, false), client));
+            }
+            let (_, token) = session::create(&st, SessionStage::Anonymous, None)?;
+            Ok(((token.reveal().to_owned(), true), client))
+        },
+    )
     .await??;
-    let mut res = page(&session::csrf_for(&token.0), &return_to, &hint, None);
+    let mut res = page(
+        &session::csrf_for(&token.0),
+        &return_to,
+        &hint,
+        client.as_deref(),
+        None,
+    );
     if token.1 {
         res.add_cookie(&session::cookie(&state, &token.0, session::ANONYMOUS_TTL))?;
     }
@@ -172,6 +206,7 @@ pub async fn submit(
             &session::csrf_for(&token),
             &return_to,
             &username,
+            None,
             Some("Incorrect username or password."),
         )),
         Outcome::Expired => {
