@@ -7,27 +7,7 @@ use reqwest::header::LOCATION;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestApp, spawn_app};
-
-fn location(res: &reqwest::Response) -> String {
-    res.headers()
-        .get(LOCATION)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
-fn param(url: &str, name: &str) -> Option<String> {
-    let base = if url.starts_with('/') {
-        format!("http://x{url}")
-    } else {
-        url.to_owned()
-    };
-    url::Url::parse(&base)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
+use crate::helpers::{PASSWORD, TestApp, add_user, hidden, location, query_param, spawn_app};
 
 fn authorize(
     app: &TestApp,
@@ -189,7 +169,7 @@ async fn case_7_pkce_method_and_challenge_shape() {
             .unwrap();
         let to = location(&res);
         assert_eq!(
-            param(&to, "error").as_deref(),
+            query_param(&to, "error").as_deref(),
             Some("invalid_request"),
             "{challenge} {extra:?}: {to}"
         );
@@ -208,7 +188,7 @@ async fn code_for(app: &TestApp, client: &str, verifier: &str) -> String {
     );
     let start = start.replace("scope=openid", "scope=openid+offline_access");
     let res = app.http.get(&start).send().await.unwrap();
-    if let Some(code) = param(&location(&res), "code") {
+    if let Some(code) = query_param(&location(&res), "code") {
         return code; // already signed in
     }
     assert!(location(&res).starts_with("/login"), "{}", location(&res));
@@ -221,20 +201,11 @@ async fn code_for(app: &TestApp, client: &str, verifier: &str) -> String {
         .text()
         .await
         .unwrap();
-    let field = |name: &str| {
-        let marker = format!("name=\"{name}\" value=\"");
-        let at = login.find(&marker).unwrap() + marker.len();
-        login[at..at + login[at..].find('"').unwrap()]
-            .replace("&#38;", "&")
-            .replace("&#61;", "=")
-            .replace("&#47;", "/")
-            .replace("&#63;", "?")
-    };
     let form = [
-        ("csrf_token", field("csrf_token")),
+        ("csrf_token", hidden(&login, "csrf_token")),
         ("return_to", "/".to_owned()),
         ("username", "alice".to_owned()),
-        ("password", "alice's long password".to_owned()),
+        ("password", PASSWORD.to_owned()),
     ];
     let signed = app
         .http
@@ -245,7 +216,7 @@ async fn code_for(app: &TestApp, client: &str, verifier: &str) -> String {
         .unwrap();
     assert_eq!(signed.status(), 303);
     let res = app.http.get(&start).send().await.unwrap();
-    param(&location(&res), "code").expect("first-party client: straight to the code")
+    query_param(&location(&res), "code").expect("first-party client: straight to the code")
 }
 
 async fn setup(app: &TestApp) -> (String, String) {
@@ -256,21 +227,7 @@ async fn setup(app: &TestApp) -> (String, String) {
         )
         .unwrap(),
     );
-    portcullis_core::users::create_user(
-        &store,
-        &portcullis_core::password::PasswordHasher::new(4).unwrap(),
-        &portcullis_core::OsRandom,
-        &portcullis_core::SystemClock,
-        portcullis_core::users::UserRegistration {
-            username: portcullis_core::domain::Username::parse("alice").unwrap(),
-            email: None,
-            display_name: None,
-            password: &portcullis_core::password::Password::parse("alice's long password").unwrap(),
-            roles: vec![],
-            password_change_required: false,
-        },
-    )
-    .unwrap();
+    add_user(app, "alice");
     let made = portcullis_core::clients::register_client(
         &store,
         &portcullis_core::OsRandom,

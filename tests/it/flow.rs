@@ -3,19 +3,16 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portcullis_core::domain::{ClientAuthMethod, Email, GrantType, Username};
-use portcullis_core::password::{Password, PasswordHasher};
-use portcullis_core::users::{UserRegistration, create_user};
+use portcullis_core::domain::{ClientAuthMethod, GrantType, Username};
 use portcullis_core::{OsRandom, SystemClock};
 use portcullis_storage::{Database, DieselStore, PoolOptions};
 use reqwest::header::{LOCATION, SET_COOKIE};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{PASSWORD, TestApp, add_user, hidden, location, query_param, spawn_app};
 
 const REDIRECT: &str = "https://rp1.test/cb";
-const PASSWORD: &str = "alice's long password";
 
 struct Rp {
     id: String,
@@ -35,26 +32,6 @@ fn pkce() -> Pkce {
         verifier,
         challenge,
     }
-}
-
-fn add_user(app: &TestApp, name: &str) -> String {
-    let store = DieselStore::new(Database::open(app.db.url(), &PoolOptions::default()).unwrap());
-    let user = create_user(
-        &store,
-        &PasswordHasher::new(4).unwrap(),
-        &OsRandom,
-        &SystemClock,
-        UserRegistration {
-            username: Username::parse(name).unwrap(),
-            email: Some(Email::parse(&format!("{name}@example.com")).unwrap()),
-            display_name: None,
-            password: &Password::parse(PASSWORD).unwrap(),
-            roles: vec![],
-            password_change_required: false,
-        },
-    )
-    .unwrap();
-    user.id.to_string()
 }
 
 fn web_client(app: &TestApp, name: &str) -> Rp {
@@ -81,66 +58,6 @@ fn authorize_url(app: &TestApp, rp: &Rp, pkce: &Pkce, extra: &[(&str, &str)]) ->
         q.append_pair(k, v);
     }
     app.url(&format!("/oauth2/authorize?{}", q.finish()))
-}
-
-fn location(res: &reqwest::Response) -> String {
-    res.headers()
-        .get(LOCATION)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let parsed = url::Url::parse(url).unwrap();
-    parsed
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    let end = html[start..].find('"').unwrap() + start;
-    unescape(&html[start..end])
-}
-
-/// Decodes HTML character references as a browser does for an attribute value.
-fn unescape(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let Some(end) = after.find(';') else {
-            out.push_str(&rest[i..]);
-            return out;
-        };
-        let entity = &after[..end];
-        let decoded = match entity {
-            "amp" => Some('&'),
-            "quot" => Some('"'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "apos" => Some('\''),
-            _ => entity
-                .strip_prefix("#x")
-                .or_else(|| entity.strip_prefix("#X"))
-                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(c) => out.push(c),
-            None => out.push_str(&rest[i..i + end + 2]),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// The browser's path from an authorization request to the code, through the login and
@@ -693,7 +610,11 @@ async fn a_code_is_redeemed_once_under_concurrency() {
     let back = sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
     let code = query_param(&back, "code").unwrap();
     let attempts = (0..32).map(|_| exchange(&app, &rp, &code, &pkce.verifier));
-    let results = futures_like_join(attempts).await;
+    let results: Vec<u16> = join_all(attempts.collect())
+        .await
+        .into_iter()
+        .map(|r| r.status().as_u16())
+        .collect();
     let ok = results.iter().filter(|s| **s == 200).count();
     assert_eq!(ok, 1, "F1: exactly one success: {results:?}");
     assert!(
@@ -702,18 +623,7 @@ async fn a_code_is_redeemed_once_under_concurrency() {
     );
 }
 
-/// Runs the requests concurrently on the test's runtime.
-async fn futures_like_join(
-    attempts: impl Iterator<Item = impl std::future::Future<Output = reqwest::Response>>,
-) -> Vec<u16> {
-    let mut set = Vec::new();
-    for f in attempts {
-        set.push(f);
-    }
-    let responses = join_all(set).await;
-    responses.into_iter().map(|r| r.status().as_u16()).collect()
-}
-
+/// Polls every future until all are done, so the requests run concurrently.
 async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();

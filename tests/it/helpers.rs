@@ -8,13 +8,18 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use portcullis_core::clients::{ClientRegistration, register_client};
-use portcullis_core::domain::{ClientAuthMethod, ClientName, GrantType, RedirectUri, ScopeSet};
+use portcullis_core::domain::{
+    ClientAuthMethod, ClientName, Email, GrantType, RedirectUri, ScopeSet, Username,
+};
 use portcullis_core::model::TokenSettings;
+use portcullis_core::password::{Password, PasswordHasher};
+use portcullis_core::users::{UserRegistration, create_user};
 use portcullis_core::{OsRandom, SystemClock};
 use portcullis_storage::test_db::TestDatabase;
 use portcullis_storage::{Database, DieselStore, PoolOptions};
 use portcullis_web::settings::{Config, Settings};
 use portcullis_web::startup::Application;
+use reqwest::header::LOCATION;
 
 pub const ADMIN_PASSWORD: &str = "bootstrap-admin-password";
 
@@ -364,4 +369,93 @@ pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The password of every user `add_user` makes.
+pub const PASSWORD: &str = "alice's long password";
+
+pub fn add_user(app: &TestApp, name: &str) -> String {
+    let store = DieselStore::new(Database::open(app.db.url(), &PoolOptions::default()).unwrap());
+    let user = create_user(
+        &store,
+        &PasswordHasher::new(4).unwrap(),
+        &OsRandom,
+        &SystemClock,
+        UserRegistration {
+            username: Username::parse(name).unwrap(),
+            email: Some(Email::parse(&format!("{name}@example.com")).unwrap()),
+            display_name: None,
+            password: &Password::parse(PASSWORD).unwrap(),
+            roles: vec![],
+            password_change_required: false,
+        },
+    )
+    .unwrap();
+    user.id.to_string()
+}
+
+pub fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get(LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// A query parameter of an absolute URL or of a path.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let absolute = if url.starts_with('/') {
+        format!("http://x{url}")
+    } else {
+        url.to_owned()
+    };
+    let parsed = url::Url::parse(&absolute).ok()?;
+    parsed
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    unescape(&html[start..end])
+}
+
+/// Decodes HTML character references as a browser does for an attribute value.
+pub fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let Some(end) = after.find(';') else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let entity = &after[..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .or_else(|| entity.strip_prefix("#X"))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => out.push(c),
+            None => out.push_str(&rest[i..i + end + 2]),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
