@@ -291,6 +291,39 @@ async fn cases_25_26_28_the_code_is_bound_to_its_client_redirect_and_lifetime() 
         res["error"] == "invalid_grant" || res["error"] == "unauthorized_client",
         "{res}"
     );
+    // A client of the code flow too: the store refuses, and changes nothing.
+    let (web, web_secret) = app.register(
+        "Other web",
+        &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+        ClientAuthMethod::ClientSecretBasic,
+        "openid offline_access",
+    );
+    let web_secret = web_secret.unwrap();
+    let res = token(
+        &web,
+        &web_secret,
+        exchange_form(&code, "https://rp1.test/cb"),
+    )
+    .await;
+    assert_eq!(res["error"], "invalid_grant", "{res}");
+    // The owner still redeems it: another client can neither spend nor revoke it.
+    let owned = token(&id, &secret, exchange_form(&code, "https://rp1.test/cb")).await;
+    assert!(owned["access_token"].is_string(), "{owned}");
+    // Nor the owner's refresh token.
+    let refresh = owned["refresh_token"].as_str().unwrap().to_owned();
+    let refresh_form = |t: &str| {
+        vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", t.to_owned()),
+        ]
+    };
+    let stolen = token(&web, &web_secret, refresh_form(&refresh)).await;
+    assert_eq!(stolen["error"], "invalid_grant");
+    let mine = token(&id, &secret, refresh_form(&refresh)).await;
+    assert!(
+        mine["access_token"].is_string(),
+        "the owner's family is intact: {mine}"
+    );
     // 26: a different redirect_uri, or none.
     let code = code_for(&app, &id, VERIFIER).await;
     let res = token(&id, &secret, exchange_form(&code, "https://rp1.test/cb2")).await;

@@ -137,7 +137,7 @@ pub fn exchange_code(
         redirect_uri.ok_or_else(|| OAuthError::invalid_request("redirect_uri is missing"))?;
     let now = ctx.clock.now();
     let (record, grant) = match flow
-        .consume_code(&PlainToken::from_presented(code).hash(), now)
+        .consume_code(&PlainToken::from_presented(code).hash(), &client.id, now)
         .map_err(OAuthError::from_store)?
     {
         Redemption::Redeemed(found) => found,
@@ -148,14 +148,15 @@ pub fn exchange_code(
         }
         Redemption::Invalid => return Err(invalid_grant("the code is invalid or expired")),
     };
-    // From here on the code is spent: a wrong client or verifier also revokes its grant.
-    let refuse = |description: &str| {
-        let _ = flow.revoke_grant(&grant.id, "code presented with wrong credentials", now);
-        invalid_grant(description)
+    // From here on the code is spent: a wrong redirect URI or verifier also revokes its grant.
+    let refuse = |description: &str| match flow.revoke_grant(
+        &grant.id,
+        "code presented with a wrong redirect_uri or verifier",
+        now,
+    ) {
+        Ok(()) => invalid_grant(description),
+        Err(e) => OAuthError::from_store(e),
     };
-    if grant.client_id != client.id {
-        return Err(refuse("the code was issued to another client"));
-    }
     if record.redirect_uri != redirect_uri {
         return Err(refuse(
             "redirect_uri does not match the authorization request",
@@ -227,7 +228,7 @@ pub fn refresh(
         expires_at: now.plus(client.token_settings.refresh_token_ttl),
     };
     let grant = match flow
-        .rotate_refresh_token(&old, &next_record, now)
+        .rotate_refresh_token(&old, &client.id, &next_record, now)
         .map_err(OAuthError::from_store)?
     {
         Redemption::Redeemed(grant) => grant,
@@ -242,22 +243,8 @@ pub fn refresh(
             ));
         }
     };
-    if grant.client_id != client.id {
-        let _ = flow.revoke_grant(&grant.id, "refresh token presented by another client", now);
-        return Err(invalid_grant(
-            "the refresh token was issued to another client",
-        ));
-    }
-    let scope = match requested {
-        Some(s) if s.iter().any(|x| !grant.scope.contains(x.as_str())) => {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidScope,
-                "a refresh cannot widen the scope",
-            ));
-        }
-        Some(s) => s,
-        None => grant.scope.clone(),
-    };
+    // Checked against the grant before rotating; what is left is a narrowing or nothing.
+    let scope = requested.unwrap_or_else(|| grant.scope.clone());
     active_user(users, &grant)?;
     let (mut response, _) = tokens_for(ctx, client, &grant, &scope, None)?;
     // The family continues with the token the store just recorded.

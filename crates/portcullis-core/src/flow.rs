@@ -124,10 +124,12 @@ pub trait FlowStore: Send + Sync {
     /// Stores a new grant and its code, together.
     fn create_grant_with_code(&self, grant: &Grant, code: &CodeRecord) -> Result<(), StoreError>;
     /// Marks the code used, exactly once even under concurrency, and returns it with its grant.
-    /// A second use revokes the grant.
+    /// A second use revokes the grant. A code issued to another client is `Invalid` and left
+    /// untouched: a client cannot spend, or revoke by replaying, what is not its own.
     fn consume_code(
         &self,
         hash: &TokenHash,
+        client: &ClientId,
         now: UnixTime,
     ) -> Result<Redemption<(CodeRecord, Grant)>, StoreError>;
 
@@ -137,6 +139,7 @@ pub trait FlowStore: Send + Sync {
     fn rotate_refresh_token(
         &self,
         old: &TokenHash,
+        client: &ClientId,
         new: &RefreshRecord,
         now: UnixTime,
     ) -> Result<Redemption<Grant>, StoreError>;

@@ -196,40 +196,21 @@ impl FlowStore for DieselStore {
         now: UnixTime,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        write_tx(&mut conn, |conn| {
-            let key = (user.to_string(), client.as_str().to_owned());
-            let before: Option<String> = consents::table
-                .find((&key.0, &key.1))
-                .select(consents::scope)
-                .first(conn)
-                .optional()?;
-            match before {
-                Some(before) => {
-                    let merged = ScopeSet::parse(&before)
-                        .map(|b| ScopeSet::from_scopes(b.iter().chain(scope.iter()).cloned()))
-                        .unwrap_or_else(|_| scope.clone());
-                    diesel::update(consents::table.find((&key.0, &key.1)))
-                        .set((
-                            consents::scope.eq(merged.to_string()),
-                            consents::updated_at.eq(now.as_secs()),
-                        ))
-                        .execute(conn)?;
-                }
-                None => {
-                    diesel::insert_into(consents::table)
-                        .values((
-                            consents::user_id.eq(&key.0),
-                            consents::client_id.eq(&key.1),
-                            consents::scope.eq(scope.to_string()),
-                            consents::created_at.eq(now.as_secs()),
-                            consents::updated_at.eq(now.as_secs()),
-                        ))
-                        .execute(conn)?;
-                }
+        let key = (user.to_string(), client.as_str().to_owned());
+        // On PostgreSQL two nodes may both find no row and both insert; the loser retries once
+        // and takes the update path. SQLite's BEGIN IMMEDIATE already serialises writers.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let outcome = write_tx(&mut conn, |conn| save_consent_once(conn, &key, scope, now));
+            match outcome {
+                Err(TxError::Diesel(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                ))) if attempts < 2 => continue,
+                other => return other.map_err(StoreError::from),
             }
-            Ok::<_, TxError>(())
-        })
-        .map_err(StoreError::from)
+        }
     }
 
     fn create_grant_with_code(&self, g: &Grant, c: &CodeRecord) -> Result<(), StoreError> {
@@ -268,10 +249,21 @@ impl FlowStore for DieselStore {
     fn consume_code(
         &self,
         hash: &TokenHash,
+        client: &ClientId,
         now: UnixTime,
     ) -> Result<Redemption<(CodeRecord, Grant)>, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
+            // Another client's code is not this client's to spend (or to revoke by replaying).
+            let owner: Option<String> = authorization_codes::table
+                .inner_join(grants::table)
+                .filter(authorization_codes::code_hash.eq(hash.as_str()))
+                .select(grants::client_id)
+                .first(conn)
+                .optional()?;
+            if owner.as_deref() != Some(client.as_str()) {
+                return Ok(Redemption::Invalid);
+            }
             // The conditional update is the single-use guarantee: of two concurrent requests,
             // exactly one changes a row.
             let claimed = diesel::update(
@@ -329,11 +321,21 @@ impl FlowStore for DieselStore {
     fn rotate_refresh_token(
         &self,
         old: &TokenHash,
+        client: &ClientId,
         new: &RefreshRecord,
         now: UnixTime,
     ) -> Result<Redemption<Grant>, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
+            let owner: Option<String> = refresh_tokens::table
+                .inner_join(grants::table)
+                .filter(refresh_tokens::token_hash.eq(old.as_str()))
+                .select(grants::client_id)
+                .first(conn)
+                .optional()?;
+            if owner.as_deref() != Some(client.as_str()) {
+                return Ok(Redemption::Invalid);
+            }
             let claimed = diesel::update(
                 refresh_tokens::table
                     .find(old.as_str())
@@ -411,4 +413,42 @@ fn insert_refresh(conn: &mut DbConnection, t: &RefreshRecord) -> QueryResult<()>
         ))
         .execute(conn)
         .map(|_| ())
+}
+
+fn save_consent_once(
+    conn: &mut DbConnection,
+    key: &(String, String),
+    scope: &ScopeSet,
+    now: UnixTime,
+) -> Result<(), TxError> {
+    let before: Option<String> = consents::table
+        .find((&key.0, &key.1))
+        .select(consents::scope)
+        .first(conn)
+        .optional()?;
+    match before {
+        Some(before) => {
+            let merged = ScopeSet::parse(&before)
+                .map(|b| ScopeSet::from_scopes(b.iter().chain(scope.iter()).cloned()))
+                .unwrap_or_else(|_| scope.clone());
+            diesel::update(consents::table.find((&key.0, &key.1)))
+                .set((
+                    consents::scope.eq(merged.to_string()),
+                    consents::updated_at.eq(now.as_secs()),
+                ))
+                .execute(conn)?;
+        }
+        None => {
+            diesel::insert_into(consents::table)
+                .values((
+                    consents::user_id.eq(&key.0),
+                    consents::client_id.eq(&key.1),
+                    consents::scope.eq(scope.to_string()),
+                    consents::created_at.eq(now.as_secs()),
+                    consents::updated_at.eq(now.as_secs()),
+                ))
+                .execute(conn)?;
+        }
+    }
+    Ok(())
 }
