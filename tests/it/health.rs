@@ -59,12 +59,13 @@ async fn unknown_paths_get_a_friendly_page_that_names_the_request() {
     assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
     assert_eq!(res.headers()["x-frame-options"], "DENY");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
-    assert!(
-        res.headers()["content-security-policy"]
-            .to_str()
-            .unwrap()
-            .contains("frame-ancestors 'none'")
-    );
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"));
+    // form-action would block the redirect to the client after the sign-in and consent forms.
+    assert!(!csp.contains("form-action"), "{csp}");
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body = res.text().await.unwrap();
     assert!(body.contains("Page not found"));

@@ -335,11 +335,11 @@ async fn grant_and_scope_refusals() {
     assert_oauth_error(
         post(&[
             ("grant_type", "client_credentials"),
-            ("resource", "not a uri"),
+            ("resource", "https://api.example.com"),
         ])
         .await,
         400,
-        &["invalid_request"],
+        &["invalid_target"],
     )
     .await;
     // A client registered for the code flow only may not use client_credentials.

@@ -32,6 +32,7 @@ pub enum ErrorCode {
     RequestUriNotSupported,
     ServerError,
     TemporarilyUnavailable,
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -53,6 +54,7 @@ impl ErrorCode {
             Self::RequestUriNotSupported => "request_uri_not_supported",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::InvalidTarget => "invalid_target",
         }
     }
 }
@@ -66,6 +68,8 @@ pub struct OAuthError {
     pub description: String,
     /// The client tried HTTP Basic: a 401 must carry `WWW-Authenticate: Basic`.
     pub basic_challenge: bool,
+    /// For a server error: the cause, for the log only; never sent.
+    pub cause: Option<String>,
 }
 
 impl OAuthError {
@@ -85,6 +89,7 @@ impl OAuthError {
             code,
             description,
             basic_challenge: false,
+            cause: None,
         }
     }
 
@@ -102,7 +107,8 @@ impl OAuthError {
     /// A store failure: the client sees only that the server could not answer; the caller
     /// logs the cause.
     pub fn from_store(e: StoreError) -> Self {
-        match e {
+        let cause = Some(chain(&e));
+        let error = match e {
             StoreError::Unavailable(_) => Self::new(
                 ErrorCode::TemporarilyUnavailable,
                 "the server cannot answer right now, try again shortly",
@@ -111,14 +117,18 @@ impl OAuthError {
                 ErrorCode::ServerError,
                 "the server could not complete the request",
             ),
-        }
+        };
+        Self { cause, ..error }
     }
 
-    pub fn from_keys(_: KeyError) -> Self {
-        Self::new(
-            ErrorCode::ServerError,
-            "the server could not complete the request",
-        )
+    pub fn from_keys(e: KeyError) -> Self {
+        Self {
+            cause: Some(chain(&e)),
+            ..Self::new(
+                ErrorCode::ServerError,
+                "the server could not complete the request",
+            )
+        }
     }
 
     /// The HTTP status: 401 for a failed client authentication, 503 when unavailable, 500 for
@@ -137,6 +147,18 @@ impl fmt::Display for OAuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.description)
     }
+}
+
+/// An error and its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// `aud`: one audience or several (RFC 7519 §4.1.3).
@@ -241,7 +263,8 @@ const USER_SCOPES: [&str; 5] = ["openid", "profile", "email", "offline_access", 
 
 /// The client credentials grant: the client acts on its own behalf, so `sub` is its id.
 /// `requested` must be a subset of the client's allowed scopes; when absent, the client gets
-/// all of them that are not about a person. `resource` (RFC 8707) sets the audience.
+/// all of them that are not about a person. A `resource` indicator (RFC 8707) is refused
+/// with `invalid_target` until clients carry an allow-list of resources.
 pub fn client_credentials(
     ctx: &Context<'_>,
     client: &Client,
@@ -274,10 +297,15 @@ pub fn client_credentials(
                 .cloned(),
         ),
     };
-    let audience = match resource {
-        Some(r) => Audience::One(parse_resource(r)?),
-        None => Audience::One(ctx.issuer.to_string()),
-    };
+    // RFC 8707: without an allow-list of resources per client, a client could name any
+    // audience it likes; until clients carry one, a resource indicator is refused.
+    if resource.is_some() {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            "resource indicators are not enabled for this client",
+        ));
+    }
+    let audience = Audience::One(ctx.issuer.to_string());
     issue_access_token(
         ctx,
         client,
@@ -287,17 +315,6 @@ pub fn client_credentials(
         client.token_settings.access_token_ttl,
         None,
     )
-}
-
-/// RFC 8707 §2: an absolute URI without a fragment.
-fn parse_resource(raw: &str) -> Result<String, OAuthError> {
-    match url::Url::parse(raw) {
-        Ok(u) if u.fragment().is_none() && u.has_host() => Ok(raw.to_owned()),
-        _ => Err(OAuthError::new(
-            ErrorCode::InvalidRequest,
-            "resource must be an absolute URI without a fragment",
-        )),
-    }
 }
 
 /// Reads one of our access tokens: signature, type, issuer and expiry. `None` for anything
@@ -494,17 +511,18 @@ mod tests {
                 None,
                 Some("/relative")
             )),
-            ErrorCode::InvalidRequest
+            ErrorCode::InvalidTarget
         );
-        let ok = client_credentials(
-            &f.ctx(),
-            &service("s1"),
-            None,
-            Some("https://api.example.com"),
-        )
-        .unwrap();
-        let claims: AccessTokenClaims = f.keys.verify(&ok.access_token, None).unwrap();
-        assert!(claims.aud.contains("https://api.example.com"));
+        // A well-formed resource is refused too: no client may pick its own audience.
+        assert_eq!(
+            code(client_credentials(
+                &f.ctx(),
+                &service("s1"),
+                None,
+                Some("https://api.example.com"),
+            )),
+            ErrorCode::InvalidTarget
+        );
     }
 
     #[test]

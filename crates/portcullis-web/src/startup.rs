@@ -206,7 +206,8 @@ fn metadata(issuer: &IssuerUrl) -> Vec<u8> {
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": client_auth,
-        "revocation_endpoint_auth_methods_supported": client_auth,
+        // RFC 7009 §2.1: a public client may revoke its own tokens with its client_id alone.
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp", "sid", "name", "preferred_username", "email", "email_verified", "updated_at", "roles"],
         "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": true,
@@ -217,6 +218,9 @@ fn metadata(issuer: &IssuerUrl) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// Headers for every response. The CSP has no `form-action`: Chrome and Safari apply it to
+/// the redirects after a form post too, and the sign-in and consent forms end, by design, in a
+/// redirect to the client's (registered, exactly matched) redirect URI on another origin.
 fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new()
         .add((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
@@ -225,7 +229,7 @@ fn security_headers() -> DefaultHeaders {
         .add((
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
-                "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
             ),
         ))
 }

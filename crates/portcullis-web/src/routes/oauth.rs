@@ -161,7 +161,7 @@ async fn blocking<T: Send + 'static>(
                 e.code,
                 ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
             ) {
-                tracing::error!(error = %e, "token endpoint failure");
+                tracing::error!(error = %e, cause = e.cause.as_deref().unwrap_or(""), "token endpoint failure");
             }
             Err(e.into())
         }
@@ -201,10 +201,12 @@ pub async fn token(
         .map(|s| ScopeSet::parse(&s))
         .transpose()
         .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e))?;
+    // The closure runs on a blocking thread, outside this span: carry the span across.
+    let span = tracing::Span::current();
     let response = blocking(move || {
         let client =
             client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
-        tracing::Span::current().record("client_id", client.id.as_str());
+        span.record("client_id", client.id.as_str());
         let ctx = state.oauth_context();
         match grant_type.as_str() {
             "client_credentials" => {
@@ -237,14 +239,32 @@ pub async fn token(
     Ok(no_store(HttpResponse::Ok().json(response)))
 }
 
+/// Who may call an endpoint that takes a `token`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Callers {
+    /// Introspection (RFC 7662 §2.1): only clients that authenticate, since the answer
+    /// discloses what a token grants.
+    Confidential,
+    /// Revocation (RFC 7009 §2.1): public clients too, for their own tokens.
+    AnyClient,
+}
+
 /// The shared shape of introspection and revocation: an authenticated client and a `token`.
 async fn on_token<T: Send + 'static>(
     req: HttpRequest,
     form: TokenRefForm,
     state: web::Data<AppState>,
+    callers: Callers,
     act: impl FnOnce(&AppState, &Client, &str) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, OAuthErrorResponse> {
     let presented = presented(&req, form.client_id, form.client_secret)?;
+    if callers == Callers::Confidential && matches!(presented, Presented::Public { .. }) {
+        return Err(OAuthError::invalid_client(
+            "this endpoint needs client authentication: client_secret_basic or client_secret_post",
+            false,
+        )
+        .into());
+    }
     let token = form
         .token
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
@@ -261,9 +281,15 @@ pub async fn introspect(
     form: web::Form<TokenRefForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthErrorResponse> {
-    let claims = on_token(req, form.into_inner(), state, |st, client, token| {
-        oauth::introspect(&st.oauth_context(), st.grants.as_ref(), client, token)
-    })
+    let claims = on_token(
+        req,
+        form.into_inner(),
+        state,
+        Callers::Confidential,
+        |st, client, token| {
+            oauth::introspect(&st.oauth_context(), st.grants.as_ref(), client, token)
+        },
+    )
     .await?;
     let body = match claims {
         None => json!({ "active": false }),
@@ -288,15 +314,21 @@ pub async fn revoke(
     form: web::Form<TokenRefForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthErrorResponse> {
-    on_token(req, form.into_inner(), state, |st, client, token| {
-        oauth::revoke(
-            &st.oauth_context(),
-            st.grants.as_ref(),
-            Some(st.flow.as_ref()),
-            client,
-            token,
-        )
-    })
+    on_token(
+        req,
+        form.into_inner(),
+        state,
+        Callers::AnyClient,
+        |st, client, token| {
+            oauth::revoke(
+                &st.oauth_context(),
+                st.grants.as_ref(),
+                Some(st.flow.as_ref()),
+                client,
+                token,
+            )
+        },
+    )
     .await?;
     Ok(no_store(HttpResponse::Ok().finish()))
 }
