@@ -599,6 +599,40 @@ async fn public_clients_use_pkce_without_a_secret() {
     let tokens: Value = res.json().await.unwrap();
     assert!(tokens.get("refresh_token").is_none());
     assert!(tokens["id_token"].is_string());
+    let access = tokens["access_token"].as_str().unwrap();
+    // Introspection needs client authentication (RFC 7662 §2.1); revocation does not (RFC 7009).
+    let peek = app
+        .http
+        .post(app.url("/oauth2/introspect"))
+        .form(&[("client_id", rp.id.as_str()), ("token", access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(peek.status(), 401);
+    assert_eq!(
+        peek.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+    let revoke = app
+        .http
+        .post(app.url("/oauth2/revoke"))
+        .form(&[("client_id", rp.id.as_str()), ("token", access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 200);
+    let info = app
+        .http
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.status(),
+        401,
+        "a revoked token no longer reads userinfo"
+    );
 }
 
 #[tokio::test]
@@ -1284,6 +1318,18 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
     .await
     .unwrap();
     let id_token = tokens["id_token"].as_str().unwrap();
+    // A first-party client skips consent, unless the request asks for it.
+    let ask = app
+        .http
+        .get(
+            authorize_url(&app, &rp, &pkce, &[("prompt", "consent")])
+                .replace("openid+profile+email+offline_access", "openid"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ask.status(), 200, "prompt=consent shows the consent page");
+    assert!(ask.text().await.unwrap().contains("action=\"/consent\""));
     for near in [
         "https://rp1.test/bye/",
         "https://rp1.test/bye?x=1",
@@ -1328,4 +1374,37 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
         Some("login_required"),
         "signed out"
     );
+    // Bob signs in on the same browser; a request hinting at Alice's token must be confirmed,
+    // and the confirmation must still know the application, named only by the hint.
+    add_user(&app, "bob");
+    sign_in_and_allow(&app, &start, "bob").await;
+    let ask = app
+        .http
+        .get(app.url("/oauth2/logout"))
+        .query(&[
+            ("id_token_hint", id_token),
+            ("post_logout_redirect_uri", "https://rp1.test/bye"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ask.status(), 200, "another person's hint: confirm");
+    let page = ask.text().await.unwrap();
+    assert_eq!(hidden(&page, "client_id"), rp.id);
+    let confirmed = app
+        .http
+        .post(app.url("/oauth2/logout"))
+        .form(&[
+            ("csrf_token", hidden(&page, "csrf_token")),
+            ("client_id", hidden(&page, "client_id")),
+            (
+                "post_logout_redirect_uri",
+                hidden(&page, "post_logout_redirect_uri"),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 303);
+    assert_eq!(location(&confirmed), "https://rp1.test/bye");
 }

@@ -237,6 +237,13 @@ impl IssuerUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(invalid(format!("{raw:?} must not have user information")));
         }
+        // Every endpoint and the well-known documents are served from the root, so an issuer
+        // with a path would advertise addresses that do not exist.
+        if url.path() != "/" {
+            return Err(invalid(format!(
+                "{raw:?} has a path; the issuer is the server's origin, such as https://id.example.com"
+            )));
+        }
         let loopback_http = match url.scheme() {
             "https" => false,
             "http" if is_loopback(&url) => true,
@@ -496,9 +503,9 @@ mod tests {
             p("https://id.example.com/").unwrap().as_str(),
             "https://id.example.com"
         );
-        assert_eq!(
-            p("https://example.com/tenant/").unwrap().as_str(),
-            "https://example.com/tenant"
+        assert!(
+            p("https://example.com/tenant/").is_err(),
+            "endpoints live at the root"
         );
         assert!(!p("https://id.example.com").unwrap().is_dev());
         assert!(p("http://id.example.com").is_err());

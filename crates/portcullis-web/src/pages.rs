@@ -1,6 +1,8 @@
 //! Server-rendered pages: one askama struct per template in `templates/`. Autoescaping is on
 //! and no template marks user data `|safe`.
 
+use std::borrow::Cow;
+
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -59,7 +61,7 @@ pub struct LoginPage<'a> {
 pub struct ConsentPage<'a> {
     pub client_name: &'a str,
     pub username: &'a str,
-    pub scopes: Vec<&'static str>,
+    pub scopes: Vec<Cow<'static, str>>,
     pub csrf_token: &'a str,
     pub return_to: &'a str,
 }
@@ -79,23 +81,24 @@ pub struct LogoutConfirmPage<'a> {
 pub struct SignedOutPage;
 
 /// The scopes' descriptions, most basic first (who you are, then what else).
-pub fn describe_scopes<'a>(scopes: impl Iterator<Item = &'a str>) -> Vec<&'static str> {
+pub fn describe_scopes<'a>(scopes: impl Iterator<Item = &'a str>) -> Vec<Cow<'static, str>> {
     const ORDER: [&str; 5] = ["openid", "profile", "email", "roles", "offline_access"];
     let mut all: Vec<&str> = scopes.collect();
     all.sort_by_key(|s| ORDER.iter().position(|o| o == s).unwrap_or(ORDER.len()));
     all.into_iter().map(describe_scope).collect()
 }
 
-/// What a scope lets the client do, in words a person understands.
-pub fn describe_scope(scope: &str) -> &'static str {
-    match scope {
+/// What a scope lets the client do, in words a person understands; a scope we cannot describe
+/// is shown by name, so that two of them never read the same.
+pub fn describe_scope(scope: &str) -> Cow<'static, str> {
+    Cow::Borrowed(match scope {
         "openid" => "Know who you are",
         "profile" => "See your name and username",
         "email" => "See your e-mail address",
         "offline_access" => "Stay connected when you are not using it",
         "roles" => "See your roles",
-        _ => "Use an access permission you have",
-    }
+        other => return Cow::Owned(format!("Use the permission “{other}”")),
+    })
 }
 
 #[derive(Template)]
@@ -104,4 +107,23 @@ pub struct ChangePasswordPage<'a> {
     pub csrf_token: &'a str,
     pub return_to: &'a str,
     pub error: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_scopes;
+
+    #[test]
+    fn scopes_read_most_basic_first_and_unknown_ones_by_name() {
+        let described = describe_scopes(["api:write", "email", "openid", "api:read"].into_iter());
+        assert_eq!(
+            described,
+            [
+                "Know who you are",
+                "See your e-mail address",
+                "Use the permission “api:write”",
+                "Use the permission “api:read”",
+            ]
+        );
+    }
 }

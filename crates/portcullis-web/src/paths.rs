@@ -12,3 +12,10 @@ pub const END_SESSION: &str = "/oauth2/logout";
 pub const LOGIN: &str = "/login";
 pub const CHANGE_PASSWORD: &str = "/login/password";
 pub const CONSENT: &str = "/consent";
+
+/// `path?return_to=…`: a page that sends the person back to `return_to` when done.
+pub fn with_return_to(path: &str, return_to: &str) -> String {
+    let mut target = format!("{path}?return_to=");
+    target.extend(url::form_urlencoded::byte_serialize(return_to.as_bytes()));
+    target
+}

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::errors::{InternalError, error_response};
 use crate::pages::{self, ConsentPage, ErrorPage, describe_scopes};
+use crate::paths;
 use crate::routes::login::safe_return_to;
 use crate::session;
 use crate::state::AppState;
@@ -65,7 +66,7 @@ fn return_path(p: &AuthorizeParams) -> String {
             q.append_pair(k, v);
         }
     }
-    format!("/oauth2/authorize?{}", q.finish())
+    format!("{}?{}", paths::AUTHORIZE, q.finish())
 }
 
 fn redirect(to: &str) -> HttpResponse {
@@ -146,9 +147,10 @@ fn decide(
             return Ok(Next::Login);
         }
     };
-    let consented = req.client.first_party
-        || (!req.prompt.consent
-            && state
+    // prompt=consent asks again even for a first-party client (OIDC Core §3.1.2.1).
+    let consented = !req.prompt.consent
+        && (req.client.first_party
+            || state
                 .flow
                 .consented_scope(user.id, &req.client.id)?
                 .is_some_and(|given| req.scope.iter().all(|s| given.contains(s.as_str()))));
@@ -191,10 +193,7 @@ async fn handle(
         Next::Refuse(AuthorizeError::Store(e)) => return Err(e.into()),
         Next::Login => {
             let back = return_path(&params);
-            let mut target = format!(
-                "/login?return_to={}",
-                url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()
-            );
+            let mut target = paths::with_return_to(paths::LOGIN, &back);
             if let Some(hint) = &params.login_hint {
                 target.push_str("&login_hint=");
                 target.extend(url::form_urlencoded::byte_serialize(hint.as_bytes()));
@@ -273,7 +272,8 @@ pub async fn consent(
     };
     let return_to = safe_return_to(form.return_to.as_deref());
     let query = return_to
-        .strip_prefix("/oauth2/authorize?")
+        .strip_prefix(paths::AUTHORIZE)
+        .and_then(|rest| rest.strip_prefix('?'))
         .unwrap_or_default()
         .to_owned();
     let Ok(pairs) = web::Query::<Pairs>::from_query(&query).map(web::Query::into_inner) else {

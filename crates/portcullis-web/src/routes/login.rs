@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::errors::{InternalError, error_response};
 use crate::pages::{self, ChangePasswordPage, LoginPage};
+use crate::paths;
 use crate::session;
 use crate::state::AppState;
 
@@ -20,9 +21,10 @@ use crate::state::AppState;
 pub fn safe_return_to(raw: Option<&str>) -> String {
     match raw {
         Some(r)
-            if r.starts_with("/oauth2/authorize?")
+            if r.strip_prefix(paths::AUTHORIZE)
+                .is_some_and(|query| query.starts_with('?'))
                 && r.len() <= 8192
-                && !r.contains(['\r', '\n', '\\']) =>
+                && !r.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\') =>
         {
             r.to_owned()
         }
@@ -192,10 +194,7 @@ pub async fn submit(
             Ok(res)
         }
         Outcome::MustChange { token } => {
-            let target = format!(
-                "/login/password?return_to={}",
-                url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
-            );
+            let target = paths::with_return_to(paths::CHANGE_PASSWORD, &return_to);
             let mut res = HttpResponse::SeeOther()
                 .insert_header((LOCATION, target))
                 .finish();
@@ -210,10 +209,7 @@ pub async fn submit(
             Some("Incorrect username or password."),
         )),
         Outcome::Expired => {
-            let target = format!(
-                "/login?return_to={}",
-                url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect::<String>()
-            );
+            let target = paths::with_return_to(paths::LOGIN, &return_to);
             Ok(HttpResponse::SeeOther()
                 .insert_header((LOCATION, target))
                 .finish())
@@ -258,14 +254,14 @@ pub async fn show_change(
     let return_to = safe_return_to(query.return_to.as_deref());
     let Some(token) = session::token_from(&req, &state) else {
         return Ok(HttpResponse::SeeOther()
-            .insert_header((LOCATION, "/login"))
+            .insert_header((LOCATION, paths::LOGIN))
             .finish());
     };
     let st = state.clone();
     let t = token.clone();
     if web::block(move || pending(&st, &t)).await??.is_none() {
         return Ok(HttpResponse::SeeOther()
-            .insert_header((LOCATION, "/login"))
+            .insert_header((LOCATION, paths::LOGIN))
             .finish());
     }
     Ok(change_page(&session::csrf_for(&token), &return_to, None))
@@ -342,7 +338,7 @@ pub async fn submit_change(
             Some("Choose a password different from the current one."),
         )),
         Err(_) => Ok(HttpResponse::SeeOther()
-            .insert_header((LOCATION, "/login"))
+            .insert_header((LOCATION, paths::LOGIN))
             .finish()),
     }
 }
@@ -353,4 +349,32 @@ fn capitalised(text: &str) -> String {
         .next()
         .map(|c| c.to_uppercase().chain(chars).collect::<String>() + ".")
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_return_to;
+
+    #[test]
+    fn return_to_stays_on_our_authorization_endpoint() {
+        let ok = "/oauth2/authorize?client_id=a&state=b";
+        assert_eq!(safe_return_to(Some(ok)), ok);
+        for bad in [
+            "https://evil.example/oauth2/authorize?x",
+            "//evil.example/oauth2/authorize?x",
+            "/oauth2/authorizex?y",
+            "/oauth2/authorize",
+            "/oauth2/authorize?a=\\evil",
+            "/oauth2/authorize?a=\r\nSet-Cookie:x",
+            "/oauth2/authorize?a=\t",
+            "/oauth2/authorize?a=\u{7f}",
+        ] {
+            assert_eq!(safe_return_to(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_return_to(None), "/");
+        assert_eq!(
+            safe_return_to(Some(&format!("{ok}{}", "a".repeat(9000)))),
+            "/"
+        );
+    }
 }

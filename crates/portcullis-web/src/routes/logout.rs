@@ -34,6 +34,9 @@ enum Plan {
     Invalid(&'static str),
     Confirm {
         username: String,
+        /// The application the request names, directly or through its ID token hint: the
+        /// confirmation form carries it so the redirect can be checked again.
+        client_id: Option<String>,
     },
     SignOut {
         session_id: Option<String>,
@@ -137,7 +140,10 @@ fn plan(
         Some(u) => u.username.to_string(),
         None => String::new(),
     };
-    Ok(Plan::Confirm { username })
+    Ok(Plan::Confirm {
+        username,
+        client_id,
+    })
 }
 
 async fn handle(
@@ -183,14 +189,17 @@ async fn handle(
                 },
             )
         }
-        Plan::Confirm { username } => pages::render(
+        Plan::Confirm {
+            username,
+            client_id,
+        } => pages::render(
             StatusCode::OK,
             &LogoutConfirmPage {
                 username: &username,
                 csrf_token: &session::csrf_for(token.as_deref().unwrap_or_default()),
                 post_logout_redirect_uri: p.post_logout_redirect_uri.as_deref(),
                 state: p.state.as_deref(),
-                client_id: p.client_id.as_deref(),
+                client_id: client_id.as_deref(),
             },
         ),
         Plan::SignOut { redirect, .. } => {
