@@ -62,7 +62,8 @@ fn migrate_applies_once() {
     let first = cli.run(&["migrate"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert!(
-        first.stdout.contains("Applied 1 migration(s)"),
+        first.stdout.contains("applied 20261123000000")
+            && first.stdout.contains("applied 20261124000000"),
         "{}",
         first.stdout
     );

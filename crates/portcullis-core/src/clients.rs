@@ -124,6 +124,48 @@ pub fn register_client(
     Ok(RegisteredClient { client, secret })
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RotateSecretError {
+    #[error("there is no client {0}")]
+    NoSuchClient(ClientId),
+    #[error("client {0} is public (auth method none): it has no secret")]
+    PublicClient(ClientId),
+    #[error(transparent)]
+    Random(#[from] RandomUnavailable),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Gives a confidential client a new secret. The previous one keeps working for `overlap`, so
+/// the application can be redeployed with the new secret before the old one stops; anything
+/// older is revoked at once.
+pub fn rotate_secret(
+    store: &dyn ClientStore,
+    rng: &dyn Random,
+    clock: &dyn Clock,
+    id: &ClientId,
+    overlap: std::time::Duration,
+) -> Result<(ClientSecretRecord, PlainToken), RotateSecretError> {
+    let client = store
+        .find_client(id)?
+        .ok_or_else(|| RotateSecretError::NoSuchClient(id.clone()))?;
+    if !client.auth_method.is_confidential() {
+        return Err(RotateSecretError::PublicClient(id.clone()));
+    }
+    let now = clock.now();
+    let secret = PlainToken::generate(rng)?;
+    let record = ClientSecretRecord {
+        id: random::uuid_v7(rng, clock)?,
+        hash: secret.hash(),
+        created_at: now,
+        expires_at: None,
+    };
+    if !store.rotate_client_secret(id, &record, now.plus(overlap))? {
+        return Err(RotateSecretError::NoSuchClient(id.clone()));
+    }
+    Ok((record, secret))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,13 @@ impl UnixTime {
         self.0
     }
 
+    /// `self - d`, saturating rather than overflowing.
+    #[must_use]
+    pub fn minus(self, d: Duration) -> Self {
+        let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_sub(secs))
+    }
+
     /// `self + d`, saturating rather than overflowing.
     #[must_use]
     pub fn plus(self, d: Duration) -> Self {

@@ -79,7 +79,7 @@ fn tokens_for(
         };
         response.id_token = Some(
             ctx.keys
-                .sign(SigningAlg::Rs256, "JWT", &claims)
+                .sign(SigningAlg::Rs256, "JWT", &claims, now)
                 .map_err(OAuthError::from_keys)?,
         );
     }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::encoding::AsDer;
@@ -63,7 +64,7 @@ impl fmt::Display for SigningAlg {
     }
 }
 
-/// Where a key is in its life (issue 4 drives the transitions).
+/// Where a key is in its life. `key_lifecycle` drives the transitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyState {
     /// Published, not yet signing.
@@ -128,7 +129,7 @@ pub enum KeyError {
     )]
     MasterKeyFormat,
     #[error(
-        "signing key {kid} was sealed under master key {stored}, but the configured master key is {configured}: configure the master key the keys were made with"
+        "signing key {kid} was sealed under master key {stored}, but the configured master key is {configured}: configure the master key the keys were made with (or set it as keys.previous_master_key while rotating the master key)"
     )]
     WrongMasterKey {
         kid: String,
@@ -260,8 +261,52 @@ impl MasterKey {
     }
 }
 
+/// The master keys a node holds: the current one, which seals every new key, and during a
+/// master-key rotation the previous one, which only opens keys not yet resealed.
+#[derive(Debug)]
+pub struct MasterKeys {
+    current: MasterKey,
+    previous: Option<MasterKey>,
+}
+
+impl MasterKeys {
+    pub fn new(current: MasterKey, previous: Option<MasterKey>) -> Self {
+        Self { current, previous }
+    }
+
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    /// Opens a stored private key with whichever master key sealed it.
+    fn open(&self, key: &StoredKey) -> Result<secrecy::SecretSlice<u8>, KeyError> {
+        match &self.previous {
+            Some(previous) if key.master_key_id == previous.id => previous.open(key),
+            _ => self.current.open(key),
+        }
+    }
+
+    /// The key sealed under the current master key; the same key otherwise (the `kid`, the
+    /// public half and so every token it signed stay valid).
+    pub fn reseal(&self, key: &StoredKey, rng: &dyn Random) -> Result<StoredKey, KeyError> {
+        let pkcs8 = self.open(key)?;
+        ParsedPair::parse(key.alg, &key.kid, pkcs8.expose_secret())?;
+        Ok(StoredKey {
+            sealed_private_key: self.current.seal(&key.kid, pkcs8.expose_secret(), rng)?,
+            master_key_id: self.current.id.clone(),
+            ..key.clone()
+        })
+    }
+}
+
 fn aad(kid: &str) -> Aad<Vec<u8>> {
     Aad::from(format!("portcullis signing key {kid}").into_bytes())
+}
+
+/// Decrypts and parses a stored private key.
+fn open_pair(key: &StoredKey, masters: &MasterKeys) -> Result<ParsedPair, KeyError> {
+    let pkcs8 = masters.open(key)?;
+    ParsedPair::parse(key.alg, &key.kid, pkcs8.expose_secret())
 }
 
 /// `UnboundKey::new` fails only for a key of the wrong length, which a `[u8; 32]` cannot be.
@@ -319,44 +364,6 @@ pub fn generate_key(
         retired_at: None,
         remove_after: None,
     })
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EnsureKeysError {
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-}
-
-/// Makes sure every algorithm has a current key, generating the missing ones (on first
-/// start), then opens them all. Keys that exist are never replaced: a key that does not open
-/// under `master` is an error, not a reason to make a new one.
-pub fn ensure_current_keys(
-    store: &dyn crate::store::KeyStore,
-    master: &MasterKey,
-    rng: &dyn Random,
-    clock: &dyn Clock,
-) -> Result<KeyRing, EnsureKeysError> {
-    let mut keys = store.signing_keys()?;
-    let missing: Vec<SigningAlg> = SigningAlg::ALL
-        .into_iter()
-        .filter(|alg| {
-            !keys
-                .iter()
-                .any(|k| k.alg == *alg && k.state == KeyState::Current)
-        })
-        .collect();
-    if !missing.is_empty() {
-        let fresh = missing
-            .into_iter()
-            .map(|alg| generate_key(alg, KeyState::Current, master, rng, clock))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Another node may have added its own meanwhile; the store keeps the first.
-        store.add_current_keys_if_missing(&fresh)?;
-        keys = store.signing_keys()?;
-    }
-    Ok(KeyRing::load(&keys, master)?)
 }
 
 /// A private key parsed for signing.
@@ -428,10 +435,20 @@ impl ParsedPair {
     }
 }
 
+/// A private key opened and parsed, shared between successive rings.
 struct Signer {
     alg: SigningAlg,
     kid: String,
+    /// The stored public JWK it was parsed with, to reuse the parse only for the same key.
+    public_jwk: String,
     pair: ParsedPair,
+}
+
+/// A signer and when it starts signing: every node switches at that moment, with no message
+/// between them, because every node has held the key since it was published.
+struct Scheduled {
+    activates_at: UnixTime,
+    signer: Arc<Signer>,
 }
 
 struct Verifier {
@@ -449,14 +466,19 @@ pub enum TokenError {
 
 /// The keys in use, parsed: what signs, what verifies, and the JWKS to publish.
 pub struct KeyRing {
-    signers: Vec<Signer>,
+    /// Current and next keys, by algorithm, in order of activation.
+    signers: Vec<Scheduled>,
     verifiers: HashMap<String, Verifier>,
     jwks: Vec<u8>,
 }
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kids: Vec<_> = self.signers.iter().map(|s| (&s.kid, s.alg)).collect();
+        let kids: Vec<_> = self
+            .signers
+            .iter()
+            .map(|s| (&s.signer.kid, s.signer.alg, s.activates_at))
+            .collect();
         f.debug_struct("KeyRing")
             .field("signers", &kids)
             .finish_non_exhaustive()
@@ -464,25 +486,28 @@ impl fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// Opens every current key (to sign with) and publishes every key that is not revoked.
-    pub fn load(keys: &[StoredKey], master: &MasterKey) -> Result<Self, KeyError> {
-        let mut signers = Vec::new();
+    /// Opens every current and next key (to sign with) and publishes every key that is not
+    /// revoked. A signer already parsed in `previous` for the same key is reused, not
+    /// decrypted again: a running node keeps working while the master key is rotated.
+    pub fn load(
+        keys: &[StoredKey],
+        masters: &MasterKeys,
+        previous: Option<&KeyRing>,
+    ) -> Result<Self, KeyError> {
+        let mut signers: Vec<Scheduled> = Vec::new();
         let mut verifiers = HashMap::new();
         let mut published = Vec::new();
         for key in keys {
             if key.state == KeyState::Revoked {
                 continue;
             }
+            let malformed = || KeyError::Malformed {
+                kid: key.kid.clone(),
+                alg: key.alg,
+            };
             let jwk: jsonwebtoken::jwk::Jwk =
-                serde_json::from_str(&key.public_jwk).map_err(|_| KeyError::Malformed {
-                    kid: key.kid.clone(),
-                    alg: key.alg,
-                })?;
-            let decoding =
-                jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|_| KeyError::Malformed {
-                    kid: key.kid.clone(),
-                    alg: key.alg,
-                })?;
+                serde_json::from_str(&key.public_jwk).map_err(|_| malformed())?;
+            let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|_| malformed())?;
             verifiers.insert(
                 key.kid.clone(),
                 Verifier {
@@ -490,34 +515,39 @@ impl KeyRing {
                     key: decoding,
                 },
             );
-            published.push(
-                serde_json::from_str::<serde_json::Value>(&key.public_jwk).map_err(|_| {
-                    KeyError::Malformed {
-                        kid: key.kid.clone(),
-                        alg: key.alg,
+            let public: serde_json::Value =
+                serde_json::from_str(&key.public_jwk).map_err(|_| malformed())?;
+            if matches!(key.state, KeyState::Current | KeyState::Next) {
+                let activates_at = key.activates_at.unwrap_or(key.created_at);
+                let reused = previous.and_then(|ring| {
+                    ring.signers
+                        .iter()
+                        .find(|s| s.signer.kid == key.kid && s.signer.public_jwk == key.public_jwk)
+                });
+                let signer = match reused {
+                    Some(s) => Arc::clone(&s.signer),
+                    None => {
+                        let pair = open_pair(key, masters)?;
+                        // The stored public half must be the private key's own.
+                        if pair.public_jwk(key.alg, &key.kid) != public {
+                            return Err(malformed());
+                        }
+                        Arc::new(Signer {
+                            alg: key.alg,
+                            kid: key.kid.clone(),
+                            public_jwk: key.public_jwk.clone(),
+                            pair,
+                        })
                     }
-                })?,
-            );
-            if key.state == KeyState::Current && !signers.iter().any(|s: &Signer| s.alg == key.alg)
-            {
-                let pkcs8 = master.open(key)?;
-                let pair = ParsedPair::parse(key.alg, &key.kid, pkcs8.expose_secret())?;
-                // The stored public half must be the private key's own.
-                if pair.public_jwk(key.alg, &key.kid)
-                    != published.last().cloned().unwrap_or_default()
-                {
-                    return Err(KeyError::Malformed {
-                        kid: key.kid.clone(),
-                        alg: key.alg,
-                    });
-                }
-                signers.push(Signer {
-                    alg: key.alg,
-                    kid: key.kid.clone(),
-                    pair,
+                };
+                signers.push(Scheduled {
+                    activates_at,
+                    signer,
                 });
             }
+            published.push(public);
         }
+        signers.sort_by_key(|s| (s.signer.alg, s.activates_at));
         let jwks =
             serde_json::to_vec(&serde_json::json!({ "keys": published })).unwrap_or_default();
         Ok(Self {
@@ -533,21 +563,35 @@ impl KeyRing {
     }
 
     pub fn has_signer(&self, alg: SigningAlg) -> bool {
-        self.signers.iter().any(|s| s.alg == alg)
+        self.signers.iter().any(|s| s.signer.alg == alg)
     }
 
-    /// A compact JWS of `claims`, signed with the current `alg` key, with `typ` in its header.
+    /// The `kid` that signs `alg` tokens at `now`: of the current and next keys, the one
+    /// activated last; before any has activated (a clock behind the others), the first.
+    pub fn signing_kid(&self, alg: SigningAlg, now: UnixTime) -> Option<&str> {
+        self.signer(alg, now).map(|s| s.kid.as_str())
+    }
+
+    fn signer(&self, alg: SigningAlg, now: UnixTime) -> Option<&Signer> {
+        let mut of_alg = self.signers.iter().filter(|s| s.signer.alg == alg);
+        let first = of_alg.next()?;
+        let chosen = of_alg
+            .take_while(|s| s.activates_at <= now)
+            .last()
+            .unwrap_or(first);
+        Some(&chosen.signer)
+    }
+
+    /// A compact JWS of `claims`, signed with the `alg` key that signs at `now`, with `typ` in
+    /// its header.
     pub fn sign<T: Serialize>(
         &self,
         alg: SigningAlg,
         typ: &str,
         claims: &T,
+        now: UnixTime,
     ) -> Result<String, KeyError> {
-        let signer = self
-            .signers
-            .iter()
-            .find(|s| s.alg == alg)
-            .ok_or(KeyError::NoCurrentKey(alg))?;
+        let signer = self.signer(alg, now).ok_or(KeyError::NoCurrentKey(alg))?;
         let header = serde_json::json!({ "alg": alg.as_str(), "typ": typ, "kid": signer.kid });
         let mut jws = URL_SAFE_NO_PAD.encode(header.to_string());
         jws.push('.');
@@ -594,19 +638,62 @@ impl KeyRing {
     }
 }
 
+/// The ring a node signs and verifies with, replaced whole when the stored keys change.
+/// Readers take a cheap `Arc` clone; no request waits on a reload.
+pub struct KeySet {
+    ring: RwLock<Arc<KeyRing>>,
+    /// The stored keys the ring was built from, to tell whether a reload changes anything.
+    source: RwLock<Vec<StoredKey>>,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("KeySet").field(&self.ring()).finish()
+    }
+}
+
+impl KeySet {
+    pub fn load(keys: Vec<StoredKey>, masters: &MasterKeys) -> Result<Self, KeyError> {
+        let ring = KeyRing::load(&keys, masters, None)?;
+        Ok(Self {
+            ring: RwLock::new(Arc::new(ring)),
+            source: RwLock::new(keys),
+        })
+    }
+
+    pub fn ring(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.ring.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Rebuilds the ring from `keys` if they differ from what it was built from. Returns
+    /// whether it changed. On error the ring in use stays as it was.
+    pub fn refresh(&self, keys: Vec<StoredKey>, masters: &MasterKeys) -> Result<bool, KeyError> {
+        if *self.source.read().unwrap_or_else(PoisonError::into_inner) == keys {
+            return Ok(false);
+        }
+        let ring = KeyRing::load(&keys, masters, Some(&self.ring()))?;
+        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+        *self.source.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{FixedClock, SeededRandom};
 
-    fn ring(algs: &[SigningAlg]) -> (KeyRing, Vec<StoredKey>, MasterKey) {
+    const NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
+
+    fn ring(algs: &[SigningAlg]) -> (KeyRing, Vec<StoredKey>, MasterKeys) {
         let (rng, clock) = (SeededRandom::new(1), FixedClock::at(1_800_000_000));
         let master = MasterKey::generate(&rng).unwrap();
         let keys: Vec<_> = algs
             .iter()
             .map(|a| generate_key(*a, KeyState::Current, &master, &rng, &clock).unwrap())
             .collect();
-        (KeyRing::load(&keys, &master).unwrap(), keys, master)
+        let masters = MasterKeys::new(master, None);
+        (KeyRing::load(&keys, &masters, None).unwrap(), keys, masters)
     }
 
     #[test]
@@ -614,7 +701,12 @@ mod tests {
         let (ring, _, _) = ring(&SigningAlg::ALL);
         for alg in SigningAlg::ALL {
             let token = ring
-                .sign(alg, "at+jwt", &serde_json::json!({ "sub": "x", "n": 1 }))
+                .sign(
+                    alg,
+                    "at+jwt",
+                    &serde_json::json!({ "sub": "x", "n": 1 }),
+                    NOW,
+                )
                 .unwrap();
             let claims: serde_json::Value = ring.verify(&token, Some("at+jwt")).unwrap();
             assert_eq!(claims["sub"], "x", "{alg}");
@@ -636,6 +728,7 @@ mod tests {
                 SigningAlg::Es256,
                 "at+jwt",
                 &serde_json::json!({ "sub": "x" }),
+                NOW,
             )
             .unwrap();
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
@@ -673,14 +766,14 @@ mod tests {
 
     #[test]
     fn private_keys_are_sealed_and_bound_to_their_kid() {
-        let (_, keys, master) = ring(&[SigningAlg::Es256]);
+        let (_, keys, masters) = ring(&[SigningAlg::Es256]);
         let key = &keys[0];
         assert!(key.sealed_private_key.starts_with("v1."));
         assert!(!format!("{key:?}").contains(&key.sealed_private_key));
         // Another master key is named, not tried.
-        let other = MasterKey::generate(&SeededRandom::new(99)).unwrap();
+        let others = MasterKeys::new(MasterKey::generate(&SeededRandom::new(99)).unwrap(), None);
         assert!(matches!(
-            KeyRing::load(&keys, &other),
+            KeyRing::load(&keys, &others, None),
             Err(KeyError::WrongMasterKey { .. })
         ));
         // A sealed key moved to another kid does not open (the kid is associated data).
@@ -688,14 +781,14 @@ mod tests {
         moved.kid = "another".into();
         moved.public_jwk = moved.public_jwk.replace(&key.kid, "another");
         assert!(matches!(
-            KeyRing::load(&[moved], &master),
+            KeyRing::load(&[moved], &masters, None),
             Err(KeyError::Unsealable { .. })
         ));
         // Truncated or flipped ciphertext does not open.
         let mut truncated = key.clone();
         truncated.sealed_private_key.truncate(40);
         assert!(matches!(
-            KeyRing::load(&[truncated], &master),
+            KeyRing::load(&[truncated], &masters, None),
             Err(KeyError::Unsealable { .. })
         ));
         let mut flipped = key.clone();
@@ -703,7 +796,7 @@ mod tests {
         flipped
             .sealed_private_key
             .push(if last == 'A' { 'B' } else { 'A' });
-        assert!(KeyRing::load(&[flipped], &master).is_err());
+        assert!(KeyRing::load(&[flipped], &masters, None).is_err());
     }
 
     #[test]
@@ -718,12 +811,12 @@ mod tests {
 
     #[test]
     fn revoked_keys_neither_sign_nor_verify() {
-        let (ring1, mut keys, master) = ring(&[SigningAlg::Es256]);
+        let (ring1, mut keys, masters) = ring(&[SigningAlg::Es256]);
         let token = ring1
-            .sign(SigningAlg::Es256, "at+jwt", &serde_json::json!({}))
+            .sign(SigningAlg::Es256, "at+jwt", &serde_json::json!({}), NOW)
             .unwrap();
         keys[0].state = KeyState::Revoked;
-        let ring2 = KeyRing::load(&keys, &master).unwrap();
+        let ring2 = KeyRing::load(&keys, &masters, None).unwrap();
         assert!(!ring2.has_signer(SigningAlg::Es256));
         assert!(matches!(
             ring2.verify::<serde_json::Value>(&token, None),

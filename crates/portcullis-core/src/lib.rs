@@ -4,6 +4,7 @@
 //! graph). Time and randomness come in through [`Clock`] and [`Random`] so that every rule here
 //! can be unit-tested with a fixed clock and a seeded generator.
 
+pub mod audit;
 pub mod authorize;
 pub mod bootstrap;
 pub mod client_auth;
@@ -12,6 +13,7 @@ pub mod clock;
 pub mod code_flow;
 pub mod domain;
 pub mod flow;
+pub mod key_lifecycle;
 pub mod keys;
 pub mod model;
 pub mod oauth;

@@ -201,7 +201,8 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// What the token-side protocol needs from the server.
 pub struct Context<'a> {
     pub issuer: &'a IssuerUrl,
-    pub keys: &'a KeyRing,
+    /// The ring in use when the request began; a reload does not change it mid-request.
+    pub keys: std::sync::Arc<KeyRing>,
     pub clock: &'a dyn Clock,
     pub rng: &'a dyn Random,
 }
@@ -246,7 +247,7 @@ pub fn issue_access_token(
     };
     let token = ctx
         .keys
-        .sign(SigningAlg::Es256, ACCESS_TOKEN_TYP, &claims)
+        .sign(SigningAlg::Es256, ACCESS_TOKEN_TYP, &claims, now)
         .map_err(OAuthError::from_keys)?;
     Ok(TokenResponse {
         access_token: token,
@@ -400,7 +401,7 @@ mod tests {
 
     struct Fixture {
         issuer: IssuerUrl,
-        keys: KeyRing,
+        keys: std::sync::Arc<KeyRing>,
         clock: FixedClock,
         rng: SeededRandom,
     }
@@ -411,7 +412,8 @@ mod tests {
             let master = MasterKey::generate(&rng).unwrap();
             let key =
                 generate_key(SigningAlg::Es256, KeyState::Current, &master, &rng, &clock).unwrap();
-            let keys = KeyRing::load(&[key], &master).unwrap();
+            let masters = crate::keys::MasterKeys::new(master, None);
+            let keys = std::sync::Arc::new(KeyRing::load(&[key], &masters, None).unwrap());
             Self {
                 issuer: IssuerUrl::parse("https://id.example.com", false).unwrap(),
                 keys,
@@ -423,7 +425,7 @@ mod tests {
         fn ctx(&self) -> Context<'_> {
             Context {
                 issuer: &self.issuer,
-                keys: &self.keys,
+                keys: self.keys.clone(),
                 clock: &self.clock,
                 rng: &self.rng,
             }

@@ -4,7 +4,8 @@
 
 use crate::clock::UnixTime;
 use crate::domain::{ClientId, Username};
-use crate::keys::StoredKey;
+use crate::key_lifecycle::{KeyChanges, LifecycleError};
+use crate::keys::{KeyError, StoredKey};
 use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserId, UserStatus};
 use crate::password::PasswordHash;
 
@@ -79,6 +80,28 @@ pub trait ClientStore: Send + Sync {
     /// there is no such client.
     fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError>;
 
+    /// The longest lifetime of a signed token (ID or access token) of any client, or `None`
+    /// with no clients: how long a retired signing key must stay published.
+    fn longest_token_lifetime(&self) -> Result<Option<std::time::Duration>, StoreError>;
+
+    /// Adds `new` to the client's secrets in one transaction: the newest live secret before it
+    /// stays valid until `old_expires_at` (or its own earlier expiry), any older one is revoked,
+    /// so a client holds at most two. Returns false when there is no such client.
+    fn rotate_client_secret(
+        &self,
+        id: &ClientId,
+        new: &ClientSecretRecord,
+        old_expires_at: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Revokes one secret of the client at `now`. Returns false when it has no such live secret.
+    fn revoke_client_secret(
+        &self,
+        id: &ClientId,
+        secret_id: uuid::Uuid,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+
     /// The client's secrets that are neither revoked nor expired at `now`.
     fn client_secrets(
         &self,
@@ -91,9 +114,15 @@ pub trait KeyStore: Send + Sync {
     /// Every signing key, oldest first.
     fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
 
-    /// Inserts each key unless a current key of its algorithm already exists, in one
-    /// transaction (several nodes may start at once). Returns how many it inserted.
-    fn add_current_keys_if_missing(&self, keys: &[StoredKey]) -> Result<usize, StoreError>;
+    /// Changes the keys in one transaction, holding a lock that one node at a time can hold:
+    /// reads every key, asks `realise` what to change, applies it with its audit events, and
+    /// returns what it applied. Several nodes running the same schedule take each step once.
+    /// The audit events are recorded at `now`.
+    fn change_keys(
+        &self,
+        now: UnixTime,
+        realise: &mut dyn FnMut(&[StoredKey]) -> Result<KeyChanges, KeyError>,
+    ) -> Result<KeyChanges, LifecycleError>;
 }
 
 /// What is issued under a grant. Access tokens are stateless JWTs: only the ids of revoked

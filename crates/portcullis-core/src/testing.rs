@@ -253,6 +253,67 @@ impl ClientStore for MemoryStore {
             .collect())
     }
 
+    fn rotate_client_secret(
+        &self,
+        id: &ClientId,
+        new: &ClientSecretRecord,
+        old_expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let Some((_, secrets)) = clients.get_mut(id.as_str()) else {
+            return Ok(false);
+        };
+        let now = new.created_at;
+        secrets.retain(|s| s.expires_at.is_none_or(|e| e > now));
+        secrets.sort_by_key(|s| s.created_at);
+        let keep = secrets.len().saturating_sub(1);
+        secrets.drain(..keep);
+        for s in secrets.iter_mut() {
+            s.expires_at = Some(
+                s.expires_at
+                    .map_or(old_expires_at, |e| e.min(old_expires_at)),
+            );
+        }
+        secrets.push(new.clone());
+        Ok(true)
+    }
+
+    fn revoke_client_secret(
+        &self,
+        id: &ClientId,
+        secret_id: uuid::Uuid,
+        _now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let Some((_, secrets)) = clients.get_mut(id.as_str()) else {
+            return Ok(false);
+        };
+        let before = secrets.len();
+        secrets.retain(|s| s.id != secret_id);
+        Ok(secrets.len() < before)
+    }
+
+    fn longest_token_lifetime(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        let clients = self
+            .clients
+            .lock()
+            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        Ok(clients
+            .values()
+            .map(|(c, _)| {
+                c.token_settings
+                    .access_token_ttl
+                    .max(c.token_settings.id_token_ttl)
+            })
+            .max())
+    }
+
     fn client_secrets(
         &self,
         id: &ClientId,

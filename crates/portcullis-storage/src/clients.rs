@@ -191,6 +191,92 @@ impl ClientStore for DieselStore {
             .collect()
     }
 
+    fn longest_token_lifetime(&self) -> Result<Option<Duration>, StoreError> {
+        let mut conn = self.conn()?;
+        let (access, id): (Option<i64>, Option<i64>) = clients::table
+            .select((
+                diesel::dsl::max(clients::access_token_ttl),
+                diesel::dsl::max(clients::id_token_ttl),
+            ))
+            .first(&mut conn)
+            .map_err(from_diesel)?;
+        Ok(access
+            .max(id)
+            .map(|secs| Duration::from_secs(u64::try_from(secs).unwrap_or(0))))
+    }
+
+    fn rotate_client_secret(
+        &self,
+        id: &ClientId,
+        new: &ClientSecretRecord,
+        old_expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let now = new.created_at.as_secs();
+        write_tx(&mut conn, |conn| {
+            let exists: bool =
+                diesel::select(diesel::dsl::exists(clients::table.find(id.as_str())))
+                    .get_result(conn)?;
+            if !exists {
+                return Ok(false);
+            }
+            let live = client_secrets::table
+                .filter(client_secrets::client_id.eq(id.as_str()))
+                .filter(client_secrets::revoked_at.is_null())
+                .filter(
+                    client_secrets::expires_at
+                        .is_null()
+                        .or(client_secrets::expires_at.gt(now)),
+                );
+            let newest: Option<(String, Option<i64>)> = live
+                .order((client_secrets::created_at.desc(), client_secrets::id.desc()))
+                .select((client_secrets::id, client_secrets::expires_at))
+                .first(conn)
+                .optional()?;
+            if let Some((newest_id, expires)) = &newest {
+                diesel::update(live.filter(client_secrets::id.ne(newest_id)))
+                    .set(client_secrets::revoked_at.eq(now))
+                    .execute(conn)?;
+                let until = expires.map_or(old_expires_at.as_secs(), |e| {
+                    e.min(old_expires_at.as_secs())
+                });
+                diesel::update(client_secrets::table.find(newest_id))
+                    .set(client_secrets::expires_at.eq(until))
+                    .execute(conn)?;
+            }
+            diesel::insert_into(client_secrets::table)
+                .values((
+                    client_secrets::id.eq(new.id.hyphenated().to_string()),
+                    client_secrets::client_id.eq(id.as_str()),
+                    client_secrets::secret_hash.eq(new.hash.as_str()),
+                    client_secrets::created_at.eq(now),
+                    client_secrets::expires_at.eq(new.expires_at.map(UnixTime::as_secs)),
+                ))
+                .execute(conn)?;
+            Ok(true)
+        })
+        .map_err(|e: TxError| StoreError::from(e))
+    }
+
+    fn revoke_client_secret(
+        &self,
+        id: &ClientId,
+        secret_id: uuid::Uuid,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let changed = diesel::update(
+            client_secrets::table
+                .filter(client_secrets::client_id.eq(id.as_str()))
+                .filter(client_secrets::id.eq(secret_id.hyphenated().to_string()))
+                .filter(client_secrets::revoked_at.is_null()),
+        )
+        .set(client_secrets::revoked_at.eq(now.as_secs()))
+        .execute(&mut conn)
+        .map_err(from_diesel)?;
+        Ok(changed == 1)
+    }
+
     fn client_secrets(
         &self,
         id: &ClientId,

@@ -2,12 +2,13 @@
 
 use diesel::prelude::*;
 use portcullis_core::UnixTime;
-use portcullis_core::keys::{KeyState, SigningAlg, StoredKey};
+use portcullis_core::key_lifecycle::{KeyChanges, LifecycleError};
+use portcullis_core::keys::{KeyError, KeyState, SigningAlg, StoredKey};
 use portcullis_core::store::{GrantStore, KeyStore, StoreError};
 
 use crate::DieselStore;
 use crate::db::{DbConnection, write_tx};
-use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
+use crate::error::{corrupt, from_diesel, is_unique_violation};
 use crate::schema::{grants, revoked_tokens, signing_keys};
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -61,41 +62,78 @@ impl KeyRow {
 
 impl KeyStore for DieselStore {
     fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let mut conn = self.conn()?;
-        signing_keys::table
-            .select(KeyRow::as_select())
-            .order((signing_keys::created_at, signing_keys::kid))
-            .load(&mut conn)
-            .map_err(from_diesel)?
-            .into_iter()
-            .map(KeyRow::into_key)
-            .collect()
+        load_keys(&mut *self.conn()?)
     }
 
-    fn add_current_keys_if_missing(&self, keys: &[StoredKey]) -> Result<usize, StoreError> {
+    fn change_keys(
+        &self,
+        now: UnixTime,
+        realise: &mut dyn FnMut(&[StoredKey]) -> Result<KeyChanges, KeyError>,
+    ) -> Result<KeyChanges, LifecycleError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
             if let DbConnection::Pg(_) = conn {
                 diesel::sql_query("SELECT pg_advisory_xact_lock(7543023)").execute(conn)?;
             }
-            let mut added = 0;
-            for key in keys {
-                let current: i64 = signing_keys::table
-                    .filter(signing_keys::alg.eq(key.alg.as_str()))
-                    .filter(signing_keys::state.eq(KeyState::Current.as_str()))
-                    .count()
-                    .get_result(conn)?;
-                if current == 0 {
-                    diesel::insert_into(signing_keys::table)
-                        .values(KeyRow::from(key))
-                        .execute(conn)?;
-                    added += 1;
-                }
+            let keys = load_keys(conn)?;
+            let changes = realise(&keys).map_err(ChangeError::Key)?;
+            for kid in &changes.delete {
+                diesel::delete(signing_keys::table.find(kid)).execute(conn)?;
             }
-            Ok::<_, TxError>(added)
+            for key in &changes.update {
+                diesel::update(signing_keys::table.find(&key.kid))
+                    .set((
+                        signing_keys::state.eq(key.state.as_str()),
+                        signing_keys::private_key_enc.eq(&key.sealed_private_key),
+                        signing_keys::master_key_id.eq(&key.master_key_id),
+                        signing_keys::activates_at.eq(key.activates_at.map(UnixTime::as_secs)),
+                        signing_keys::retired_at.eq(key.retired_at.map(UnixTime::as_secs)),
+                        signing_keys::remove_after.eq(key.remove_after.map(UnixTime::as_secs)),
+                    ))
+                    .execute(conn)?;
+            }
+            for key in &changes.insert {
+                diesel::insert_into(signing_keys::table)
+                    .values(KeyRow::from(key))
+                    .execute(conn)?;
+            }
+            crate::audit::append(conn, &changes.events, now)?;
+            Ok::<_, ChangeError>(changes)
         })
-        .map_err(StoreError::from)
+        .map_err(|e| match e {
+            ChangeError::Key(e) => LifecycleError::Key(e),
+            ChangeError::Store(e) => LifecycleError::Store(e),
+        })
     }
+}
+
+/// A failure inside the key transaction: the planner's, or the database's.
+enum ChangeError {
+    Key(KeyError),
+    Store(StoreError),
+}
+
+impl From<diesel::result::Error> for ChangeError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Store(from_diesel(e))
+    }
+}
+
+impl From<StoreError> for ChangeError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+fn load_keys(conn: &mut DbConnection) -> Result<Vec<StoredKey>, StoreError> {
+    signing_keys::table
+        .select(KeyRow::as_select())
+        .order((signing_keys::created_at, signing_keys::kid))
+        .load(conn)
+        .map_err(from_diesel)?
+        .into_iter()
+        .map(KeyRow::into_key)
+        .collect()
 }
 
 impl GrantStore for DieselStore {

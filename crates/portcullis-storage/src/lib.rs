@@ -4,6 +4,7 @@
 //! `MultiConnection`); the database URL's scheme picks one. Only SQL that both share is used:
 //! text UUIDs, `BIGINT` epoch seconds, JSON arrays in text.
 
+mod audit;
 mod clients;
 pub mod db;
 mod error;

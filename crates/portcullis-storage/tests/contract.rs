@@ -339,28 +339,196 @@ fn corrupt_rows_are_reported_not_used(db: TestDatabase) {
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
 }
 
+fn rotator<'a>(
+    store: &'a DieselStore,
+    masters: &'a portcullis_core::keys::MasterKeys,
+    clock: &'a dyn portcullis_core::Clock,
+) -> portcullis_core::key_lifecycle::Rotator<'a> {
+    portcullis_core::key_lifecycle::Rotator {
+        store,
+        masters,
+        rng: &portcullis_core::OsRandom,
+        clock,
+        policy: portcullis_core::key_lifecycle::RotationPolicy::default(),
+    }
+}
+
+fn audit_types(f: &Fixture) -> Vec<(i64, String, String, String)> {
+    use portcullis_storage::schema::audit_events as a;
+    a::table
+        .select((a::seq, a::event_type, a::prev_hash, a::hash))
+        .order(a::seq)
+        .load(&mut *conn(f))
+        .unwrap()
+}
+
 fn signing_keys_are_added_once_per_algorithm(db: TestDatabase) {
-    use portcullis_core::keys::{
-        KeyState, MasterKey, SigningAlg, ensure_current_keys, generate_key,
-    };
+    use portcullis_core::key_lifecycle::Actor;
+    use portcullis_core::keys::{KeyState, MasterKey, MasterKeys, SigningAlg, generate_key};
     let f = open(db);
     let rng = portcullis_core::OsRandom;
     let clock = portcullis_core::SystemClock;
-    let master = MasterKey::generate(&rng).unwrap();
-    let first = ensure_current_keys(&f.store, &master, &rng, &clock).unwrap();
+    let masters = MasterKeys::new(MasterKey::generate(&rng).unwrap(), None);
+    let ttl = Duration::from_secs(900);
+    let first = rotator(&f.store, &masters, &clock)
+        .start(ttl, Actor("system"))
+        .unwrap();
     let stored = f.store.signing_keys().unwrap();
     assert_eq!(stored.len(), 3);
     // A second start reuses them: same JWKS.
-    let again = ensure_current_keys(&f.store, &master, &rng, &clock).unwrap();
-    assert_eq!(first.jwks_json(), again.jwks_json());
-    // A racing node's extra key is not added while a current one exists.
-    let extra = generate_key(SigningAlg::Es256, KeyState::Current, &master, &rng, &clock).unwrap();
-    assert_eq!(f.store.add_current_keys_if_missing(&[extra]).unwrap(), 0);
-    assert_eq!(f.store.signing_keys().unwrap(), stored);
+    let again = rotator(&f.store, &masters, &clock)
+        .start(ttl, Actor("system"))
+        .unwrap();
+    assert_eq!(first.ring().jwks_json(), again.ring().jwks_json());
+    // The database itself refuses a second current key for an algorithm.
+    let extra = generate_key(
+        SigningAlg::Es256,
+        KeyState::Current,
+        masters.current(),
+        &rng,
+        &clock,
+    )
+    .unwrap();
+    let refused = f.store.change_keys(clock_now(), &mut |_| {
+        Ok(portcullis_core::key_lifecycle::KeyChanges {
+            insert: vec![extra.clone()],
+            ..Default::default()
+        })
+    });
+    assert!(refused.is_err());
+    assert_eq!(f.store.signing_keys().unwrap(), stored, "rolled back");
     // The wrong master key fails; nothing is regenerated.
-    let other = MasterKey::generate(&rng).unwrap();
-    assert!(ensure_current_keys(&f.store, &other, &rng, &clock).is_err());
+    let other = MasterKeys::new(MasterKey::generate(&rng).unwrap(), None);
+    assert!(
+        rotator(&f.store, &other, &clock)
+            .start(ttl, Actor("system"))
+            .is_err()
+    );
     assert_eq!(f.store.signing_keys().unwrap(), stored);
+    // Each creation is in the audit trail, chained.
+    let trail = audit_types(&f);
+    assert_eq!(trail.len(), 3);
+    assert!(trail.iter().all(|(_, t, _, _)| t == "signing_key.created"));
+    for pair in trail.windows(2) {
+        assert_eq!(pair[1].2, pair[0].3, "each record names the previous hash");
+    }
+}
+
+fn clock_now() -> UnixTime {
+    portcullis_core::Clock::now(&portcullis_core::SystemClock)
+}
+
+/// Several nodes run the same emergency rotation at once: the steps are taken once.
+fn racing_rotations_take_each_step_once(db: TestDatabase) {
+    use portcullis_core::key_lifecycle::Actor;
+    use portcullis_core::keys::{MasterKey, MasterKeys, SigningAlg};
+    let f = open(db);
+    let masters = Arc::new(MasterKeys::new(
+        MasterKey::generate(&portcullis_core::OsRandom).unwrap(),
+        None,
+    ));
+    let clock = portcullis_core::SystemClock;
+    rotator(&f.store, &masters, &clock)
+        .start(Duration::from_secs(900), Actor("system"))
+        .unwrap();
+    // Every node asks for a successor at once; one is made, the rest see it is there.
+    let barrier = Arc::new(Barrier::new(6));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (store, masters, barrier) = (f.store.clone(), masters.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                rotator(&store, &masters, &portcullis_core::SystemClock)
+                    .rotate(&[SigningAlg::Es256], false, Actor("cli"))
+                    .map(|c| c.insert.len())
+            })
+        })
+        .collect();
+    let made: usize = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .sum();
+    assert_eq!(made, 1, "one successor, however many nodes asked");
+    let keys = f.store.signing_keys().unwrap();
+    let states = |keys: &[portcullis_core::keys::StoredKey]| {
+        let mut es: Vec<&str> = keys
+            .iter()
+            .filter(|k| k.alg == SigningAlg::Es256)
+            .map(|k| k.state.as_str())
+            .collect();
+        es.sort_unstable();
+        es
+    };
+    assert_eq!(states(&keys), ["current", "next"]);
+    // An emergency rotation revokes the signing key and promotes the published successor.
+    let changes = rotator(&f.store, &masters, &clock)
+        .rotate(&[SigningAlg::Es256], true, Actor("cli"))
+        .unwrap();
+    assert!(changes.insert.is_empty(), "the published successor is used");
+    assert_eq!(
+        states(&f.store.signing_keys().unwrap()),
+        ["current", "revoked"]
+    );
+    let trail = audit_types(&f);
+    assert!(
+        trail.iter().any(|(_, t, _, _)| t == "signing_key.revoked"),
+        "{trail:?}"
+    );
+    assert_eq!(
+        trail.iter().map(|(seq, ..)| *seq).collect::<Vec<_>>(),
+        (1..=trail.len() as i64).collect::<Vec<_>>(),
+        "no gaps, no duplicates"
+    );
+}
+
+/// The master key is rotated: every key is resealed, none changes.
+fn rewrapping_reseals_every_key(db: TestDatabase) {
+    use portcullis_core::key_lifecycle::Actor;
+    use portcullis_core::keys::{KeyRing, MasterKey, MasterKeys};
+    let f = open(db);
+    let rng = portcullis_core::OsRandom;
+    let clock = portcullis_core::SystemClock;
+    let old = MasterKey::generate(&rng).unwrap();
+    let old_text = old.to_base64();
+    let first = MasterKeys::new(old, None);
+    let ring = rotator(&f.store, &first, &clock)
+        .start(Duration::from_secs(900), Actor("system"))
+        .unwrap();
+    let new = MasterKey::generate(&rng).unwrap();
+    let new_text = new.to_base64();
+    let both = MasterKeys::new(new, Some(MasterKey::from_base64(&old_text).unwrap()));
+    let changes = rotator(&f.store, &both, &clock)
+        .rewrap(Actor("cli"))
+        .unwrap();
+    assert_eq!(changes.update.len(), 3);
+    let only_new = MasterKeys::new(MasterKey::from_base64(&new_text).unwrap(), None);
+    let keys = f.store.signing_keys().unwrap();
+    let reopened = KeyRing::load(&keys, &only_new, None).unwrap();
+    assert_eq!(
+        reopened.jwks_json(),
+        ring.ring().jwks_json(),
+        "same keys, same JWKS"
+    );
+    assert!(
+        rotator(&f.store, &both, &clock)
+            .rewrap(Actor("cli"))
+            .unwrap()
+            .is_empty(),
+        "nothing left to reseal"
+    );
+}
+
+fn longest_token_lifetime_spans_every_client(db: TestDatabase) {
+    let f = open(db);
+    assert_eq!(f.store.longest_token_lifetime().unwrap(), None);
+    let mut a = client("a");
+    a.token_settings.id_token_ttl = Duration::from_secs(7200);
+    f.store.create_client(&a, None).unwrap();
+    f.store.create_client(&client("b"), None).unwrap();
+    assert_eq!(
+        f.store.longest_token_lifetime().unwrap(),
+        Some(Duration::from_secs(7200))
+    );
 }
 
 fn revoked_access_tokens(db: TestDatabase) {
@@ -413,6 +581,86 @@ fn only_live_secrets_are_returned(db: TestDatabase) {
     assert!(later[0].hash.matches("a high-entropy secret"));
 }
 
+fn rotating_a_client_secret_keeps_at_most_two(db: TestDatabase) {
+    let f = open(db);
+    let c = client("Rotating twice");
+    let first = secret_for();
+    f.store.create_client(&c, Some(&first)).unwrap();
+    let t = 1_800_000_000;
+    let at = |secs: i64| UnixTime::from_secs(secs);
+    let secret = |name: &str, created: i64| ClientSecretRecord {
+        id: uuid::Uuid::now_v7(),
+        hash: TokenHash::of(name),
+        created_at: at(created),
+        expires_at: None,
+    };
+    let live = |now: i64| -> Vec<String> {
+        let mut hashes: Vec<String> = f
+            .store
+            .client_secrets(&c.id, at(now))
+            .unwrap()
+            .into_iter()
+            .map(|s| s.hash.as_str().to_owned())
+            .collect();
+        hashes.sort();
+        hashes
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let second = secret("second", t + 10);
+    assert!(
+        f.store
+            .rotate_client_secret(&c.id, &second, at(t + 100))
+            .unwrap()
+    );
+    assert_eq!(
+        live(t + 50),
+        sorted(vec![
+            first.hash.as_str().to_owned(),
+            second.hash.as_str().to_owned()
+        ]),
+        "both work during the overlap"
+    );
+    assert_eq!(
+        live(t + 100),
+        [second.hash.as_str().to_owned()],
+        "the old one expires"
+    );
+    // A third secret during the overlap: the first is revoked, the second overlaps.
+    let third = secret("third", t + 20);
+    assert!(
+        f.store
+            .rotate_client_secret(&c.id, &third, at(t + 500))
+            .unwrap()
+    );
+    assert_eq!(
+        live(t + 30),
+        sorted(vec![
+            second.hash.as_str().to_owned(),
+            third.hash.as_str().to_owned()
+        ])
+    );
+    assert!(
+        f.store
+            .revoke_client_secret(&c.id, second.id, at(t + 40))
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .revoke_client_secret(&c.id, second.id, at(t + 41))
+            .unwrap()
+    );
+    assert_eq!(live(t + 42), [third.hash.as_str().to_owned()]);
+    let nobody = ClientId::from_uuid(uuid::Uuid::now_v7());
+    assert!(
+        !f.store
+            .rotate_client_secret(&nobody, &secret("x", t), at(t))
+            .unwrap()
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -444,8 +692,12 @@ contract!(
     foreign_keys_are_enforced,
     corrupt_rows_are_reported_not_used,
     signing_keys_are_added_once_per_algorithm,
+    racing_rotations_take_each_step_once,
+    rewrapping_reseals_every_key,
+    longest_token_lifetime_spans_every_client,
     revoked_access_tokens,
     only_live_secrets_are_returned,
+    rotating_a_client_secret_keeps_at_most_two,
 );
 
 #[test]

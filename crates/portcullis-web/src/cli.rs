@@ -42,9 +42,44 @@ pub enum Command {
     /// Manage client applications.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage the signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the signing keys: kid, algorithm, state and dates.
+    List(ListArgs),
+    /// Rotate signing keys.
+    ///
+    /// The successor is published now and signs once keys.publish_ahead
+    /// has passed, so that relying parties already hold it. With --now (a compromised key), the
+    /// signing key stops signing and verifying at once; running servers follow within
+    /// keys.reload_interval.
+    Rotate(KeysRotate),
+    /// Reseal every signing key under keys.master_key.
+    ///
+    /// To change the master key, configure the
+    /// new one as keys.master_key and the old one as keys.previous_master_key, run this, then
+    /// remove keys.previous_master_key. Tokens stay valid: the signing keys do not change.
+    Rewrap,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysRotate {
+    /// An algorithm to rotate (RS256, ES256, EdDSA); repeat for several [default: all].
+    #[arg(long = "alg", value_name = "ALG")]
+    pub algs: Vec<String>,
+    /// Emergency: revoke the signing key now instead of phasing it out.
+    #[arg(long)]
+    pub now: bool,
+    /// Print the changes as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +144,30 @@ pub enum ClientCommand {
     Show(ClientRef),
     /// Delete a client and everything issued to it.
     Delete(ClientDelete),
+    /// Give a confidential client a new secret, shown once.
+    ///
+    /// The previous secret keeps working
+    /// for --overlap; any older one is revoked at once.
+    RotateSecret(ClientRotateSecret),
+    /// Revoke one of a client's secrets at once (its id is in `client show`).
+    RevokeSecret(ClientRevokeSecret),
+}
+
+#[derive(Debug, Args)]
+pub struct ClientRotateSecret {
+    pub client_id: String,
+    /// How long the previous secret keeps working, e.g. 24h; 0s revokes it now.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub overlap: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientRevokeSecret {
+    pub client_id: String,
+    pub secret_id: String,
 }
 
 #[derive(Debug, Args)]

@@ -4,18 +4,25 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context as _, anyhow, bail};
-use portcullis_core::clients::{ClientRegistration, register_client};
+use std::sync::Arc;
+
+use portcullis_core::clients::{ClientRegistration, register_client, rotate_secret};
 use portcullis_core::domain::{
     ClientAuthMethod, ClientId, ClientName, DisplayName, Email, GrantType, RedirectUri, ScopeSet,
     Username,
 };
+use portcullis_core::key_lifecycle::{Actor, KeyChanges};
+use portcullis_core::keys::{KeySet, SigningAlg, StoredKey};
 use portcullis_core::model::{Client, RoleName, TokenSettings, User, UserStatus};
 use portcullis_core::password::{Password, PasswordHasher};
 use portcullis_core::users::{UserRegistration, create_user};
 use portcullis_core::{Clock, OsRandom, SystemClock, UnixTime};
 use serde_json::{Value, json};
 
-use crate::cli::{ClientCommand, ClientCreate, ConfigCommand, UserCommand, UserCreate};
+use crate::cli::{
+    ClientCommand, ClientCreate, ConfigCommand, KeysCommand, UserCommand, UserCreate,
+};
+use crate::key_maintenance::KeyMaintenance;
 use crate::settings::{Config, Seconds, Settings};
 use crate::startup;
 
@@ -208,10 +215,30 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
                 .clients
                 .find_client(&id)?
                 .ok_or_else(|| anyhow!("there is no client {id}"))?;
+            let secrets = stores.clients.client_secrets(&id, SystemClock.now())?;
+            let secret_json = |s: &portcullis_core::model::ClientSecretRecord| {
+                json!({
+                    "secret_id": s.id.hyphenated().to_string(),
+                    "created_at": rfc3339(s.created_at),
+                    "expires_at": s.expires_at.map(rfc3339),
+                })
+            };
             if args.json {
-                return print_json(&client_json(&client));
+                let mut out = client_json(&client);
+                out["secrets"] = secrets.iter().map(secret_json).collect();
+                return print_json(&out);
             }
             print_client(&client);
+            for s in &secrets {
+                println!(
+                    "secret:         {} created {}{}",
+                    s.id.hyphenated(),
+                    rfc3339(s.created_at),
+                    s.expires_at
+                        .map(|e| format!(", valid until {}", rfc3339(e)))
+                        .unwrap_or_default()
+                );
+            }
             Ok(())
         }
         ClientCommand::Delete(args) => {
@@ -223,7 +250,188 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
             println!("Deleted client {id}.");
             Ok(())
         }
+        ClientCommand::RotateSecret(args) => {
+            let id = ClientId::parse(&args.client_id).context("client_id")?;
+            let overlap = Seconds::parse(&args.overlap)
+                .map_err(|e| anyhow!("--overlap: {e}"))?
+                .duration();
+            let stores = startup::open_stores(config)?;
+            let (record, secret) = rotate_secret(
+                stores.clients.as_ref(),
+                &OsRandom,
+                &SystemClock,
+                &id,
+                overlap,
+            )?;
+            let previous_until = rfc3339(record.created_at.plus(overlap));
+            if args.json {
+                return print_json(&json!({
+                    "client_id": id.as_str(),
+                    "secret_id": record.id.hyphenated().to_string(),
+                    "client_secret": secret.reveal(),
+                    "previous_secret_valid_until": previous_until,
+                }));
+            }
+            println!("New secret for {id} (id {}):", record.id.hyphenated());
+            println!();
+            println!("  {}", secret.reveal());
+            println!();
+            println!(
+                "It is shown only this once. The previous secret works until {previous_until}."
+            );
+            Ok(())
+        }
+        ClientCommand::RevokeSecret(args) => {
+            let id = ClientId::parse(&args.client_id).context("client_id")?;
+            let secret_id = uuid::Uuid::parse_str(&args.secret_id)
+                .map_err(|_| anyhow!("secret_id: {:?} is not a secret id", args.secret_id))?;
+            let stores = startup::open_stores(config)?;
+            if !stores
+                .clients
+                .revoke_client_secret(&id, secret_id, SystemClock.now())?
+            {
+                bail!("client {id} has no live secret {secret_id}");
+            }
+            println!("Revoked secret {secret_id} of client {id}.");
+            Ok(())
+        }
     }
+}
+
+pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let stores = startup::open_stores(config)?;
+    let masters = Arc::new(crate::master_key::load_all(config, &OsRandom)?);
+    let maintenance = KeyMaintenance {
+        keys: Arc::new(KeySet::load(Vec::new(), &masters)?),
+        store: stores.keys.clone(),
+        clients: stores.clients.clone(),
+        masters,
+        rng: Arc::new(OsRandom),
+        clock: Arc::new(SystemClock),
+        policy: config.key_policy,
+        interval: config.key_reload_interval,
+    };
+    match command {
+        KeysCommand::List(args) => {
+            let keys = stores.keys.signing_keys()?;
+            if args.json {
+                return print_json(&Value::Array(keys.iter().map(key_json).collect()));
+            }
+            let at = |t: Option<UnixTime>| t.map(rfc3339).unwrap_or_default();
+            let rows = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.kid.clone(),
+                        k.alg.to_string(),
+                        k.state.as_str().to_owned(),
+                        rfc3339(k.created_at),
+                        at(k.activates_at),
+                        at(k.retired_at),
+                        at(k.remove_after),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "KID",
+                    "ALG",
+                    "STATE",
+                    "CREATED",
+                    "SIGNS FROM",
+                    "RETIRED",
+                    "REMOVE AFTER",
+                ],
+                rows,
+            );
+            Ok(())
+        }
+        KeysCommand::Rotate(args) => {
+            let algs = if args.algs.is_empty() {
+                SigningAlg::ALL.to_vec()
+            } else {
+                args.algs
+                    .iter()
+                    .map(|a| {
+                        SigningAlg::parse(a).ok_or_else(|| {
+                            anyhow!("--alg: {a:?} is not one of RS256, ES256, EdDSA")
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            };
+            // Keys this process cannot open are not changed: the configured master key must
+            // be the one the keys were sealed with.
+            KeySet::load(stores.keys.signing_keys()?, &maintenance.masters)?;
+            let changes = maintenance
+                .rotator()
+                .rotate(&algs, args.now, Actor("cli"))?;
+            report_key_changes(&changes, args.json, config)
+        }
+        KeysCommand::Rewrap => {
+            let changes = maintenance.rotator().rewrap(Actor("cli"))?;
+            if changes.update.is_empty() {
+                println!("Every signing key is already sealed under the configured master key.");
+            } else {
+                println!(
+                    "Resealed {} signing key(s) under master key {}. keys.previous_master_key can now be removed.",
+                    changes.update.len(),
+                    maintenance.masters.current().id()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn report_key_changes(changes: &KeyChanges, json: bool, config: &Config) -> anyhow::Result<()> {
+    if json {
+        return print_json(&Value::Array(
+            changes
+                .events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "event": e.event_type,
+                        "key": e.subject.as_deref().unwrap_or_default().trim_start_matches("signing_key:"),
+                        "details": e.details,
+                    })
+                })
+                .collect(),
+        ));
+    }
+    if changes.events.is_empty() {
+        println!("Nothing to do: each successor is already published and signs as soon as it may.");
+    }
+    for e in &changes.events {
+        println!(
+            "{}  {}  {}",
+            e.event_type,
+            e.subject
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches("signing_key:"),
+            e.details
+        );
+    }
+    println!(
+        "Running servers pick this up within {}s (keys.reload_interval).",
+        config.key_reload_interval.as_secs()
+    );
+    Ok(())
+}
+
+fn key_json(k: &StoredKey) -> Value {
+    let at = |t: Option<UnixTime>| t.map(rfc3339);
+    json!({
+        "kid": k.kid,
+        "alg": k.alg.as_str(),
+        "state": k.state.as_str(),
+        "created_at": rfc3339(k.created_at),
+        "activates_at": at(k.activates_at),
+        "retired_at": at(k.retired_at),
+        "remove_after": at(k.remove_after),
+        "master_key_id": k.master_key_id,
+    })
 }
 
 fn client_create(config: &Config, args: ClientCreate) -> anyhow::Result<()> {

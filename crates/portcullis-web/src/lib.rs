@@ -4,7 +4,8 @@
 pub mod cli;
 pub mod commands;
 pub mod errors;
-mod master_key;
+pub mod key_maintenance;
+pub mod master_key;
 pub mod pages;
 pub mod paths;
 pub mod request_id;
@@ -92,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Migrate => commands::migrate(&config),
                 Command::User(c) => commands::user(&config, c),
                 Command::Client(c) => commands::client(&config, c),
+                Command::Keys(c) => commands::keys(&config, c),
                 Command::Config(c) => commands::config(&settings, &config, c),
             }
         }

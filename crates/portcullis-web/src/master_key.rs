@@ -6,9 +6,23 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use portcullis_core::Random;
-use portcullis_core::keys::MasterKey;
+use portcullis_core::keys::{MasterKey, MasterKeys};
 
-use crate::settings::MasterKeySource;
+use crate::settings::{Config, MasterKeySource};
+
+/// The configured master key and, while the master key is rotated, the previous one.
+pub fn load_all(config: &Config, rng: &dyn Random) -> anyhow::Result<MasterKeys> {
+    let current = load(&config.master_key, rng)?;
+    let previous = match &config.previous_master_key {
+        Some(MasterKeySource::File(path)) => Some(
+            read(path)
+                .with_context(|| format!("keys.previous_master_key_file ({})", path.display()))?,
+        ),
+        Some(source) => Some(load(source, rng)?),
+        None => None,
+    };
+    Ok(MasterKeys::new(current, previous))
+}
 
 pub fn load(source: &MasterKeySource, rng: &dyn Random) -> anyhow::Result<MasterKey> {
     match source {

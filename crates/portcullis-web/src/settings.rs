@@ -10,6 +10,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use portcullis_core::domain::{IssuerUrl, Username};
+use portcullis_core::key_lifecycle::RotationPolicy;
 use portcullis_core::keys::MasterKey;
 use portcullis_core::password::Password;
 use portcullis_storage::{DatabaseUrl, PoolOptions};
@@ -30,12 +31,36 @@ pub struct Settings {
     pub keys: KeySettings,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeySettings {
     #[serde(deserialize_with = "lenient_string", serialize_with = "redacted")]
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient_string", serialize_with = "redacted")]
+    pub previous_master_key: Option<String>,
+    pub previous_master_key_file: Option<PathBuf>,
+    pub rotation_interval: Seconds,
+    pub publish_ahead: Seconds,
+    pub jwks_max_age: Seconds,
+    pub reload_interval: Seconds,
+    pub clock_skew: Seconds,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            master_key_file: None,
+            previous_master_key: None,
+            previous_master_key_file: None,
+            rotation_interval: Seconds(30 * 86_400),
+            publish_ahead: Seconds(86_400),
+            jwks_max_age: Seconds(600),
+            reload_interval: Seconds(10),
+            clock_skew: Seconds(60),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -314,6 +339,13 @@ pub struct Config {
     pub admin_password: Option<Password>,
     pub bcrypt_cost: u32,
     pub master_key: MasterKeySource,
+    /// The master key being replaced, while `keys rewrap` reseals the keys under the new one.
+    pub previous_master_key: Option<MasterKeySource>,
+    pub key_policy: RotationPolicy,
+    /// `Cache-Control: max-age` of the JWKS.
+    pub jwks_max_age: Duration,
+    /// How often each node runs the key schedule and reloads the keys.
+    pub key_reload_interval: Duration,
 }
 
 /// Where the key that seals the signing keys comes from.
@@ -401,6 +433,45 @@ impl Config {
                 ));
             }
         };
+        let previous_master_key = match (
+            &s.keys.previous_master_key,
+            &s.keys.previous_master_key_file,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "keys.previous_master_key",
+                    "set keys.previous_master_key or keys.previous_master_key_file, not both",
+                ));
+            }
+            (Some(inline), None) => Some(MasterKeySource::Inline(
+                MasterKey::from_base64(inline)
+                    .map_err(|e| invalid("keys.previous_master_key", e))?,
+            )),
+            (None, Some(file)) => Some(MasterKeySource::File(file.clone())),
+            (None, None) => None,
+        };
+        let k = &s.keys;
+        if k.reload_interval.0 == 0 {
+            return Err(invalid("keys.reload_interval", "must be at least 1s"));
+        }
+        // A relying party may hold the JWKS for jwks_max_age; a node may take reload_interval
+        // to see a new key, and clocks may differ by clock_skew. A key published for less
+        // than all three together could sign a token that a relying party cannot verify.
+        let lead = k.jwks_max_age.0 + k.reload_interval.0 + k.clock_skew.0;
+        if k.publish_ahead.0 < lead {
+            return Err(invalid(
+                "keys.publish_ahead",
+                format!(
+                    "must be at least keys.jwks_max_age + keys.reload_interval + keys.clock_skew ({lead}s), so that relying parties hold a new key before it signs"
+                ),
+            ));
+        }
+        if k.rotation_interval.0 <= k.publish_ahead.0 {
+            return Err(invalid(
+                "keys.rotation_interval",
+                "must be longer than keys.publish_ahead",
+            ));
+        }
         Ok(Self {
             listen,
             issuer,
@@ -420,6 +491,14 @@ impl Config {
             admin_password,
             bcrypt_cost: s.security.bcrypt_cost,
             master_key,
+            previous_master_key,
+            key_policy: RotationPolicy {
+                interval: k.rotation_interval.duration(),
+                publish_ahead: k.publish_ahead.duration(),
+                leeway: k.clock_skew.duration(),
+            },
+            jwks_max_age: k.jwks_max_age.duration(),
+            key_reload_interval: k.reload_interval.duration(),
         })
     }
 
@@ -486,6 +565,22 @@ mod tests {
         check(
             |s| s.server.issuer = Some("https://id.example.com".into()),
             "keys.master_key",
+        );
+        check(
+            |s| s.keys.publish_ahead = Seconds(600),
+            "keys.publish_ahead",
+        );
+        check(
+            |s| s.keys.rotation_interval = Seconds(86_400),
+            "keys.rotation_interval",
+        );
+        check(
+            |s| s.keys.reload_interval = Seconds(0),
+            "keys.reload_interval",
+        );
+        check(
+            |s| s.keys.previous_master_key = Some("too short".into()),
+            "keys.previous_master_key",
         );
         check(
             |s| s.keys.master_key = Some("too short".into()),

@@ -11,12 +11,13 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use portcullis_core::bootstrap::{InitialAdmin, ensure_initial_admin};
 use portcullis_core::domain::IssuerUrl;
-use portcullis_core::keys::ensure_current_keys;
+use portcullis_core::key_lifecycle::Actor;
 use portcullis_core::password::PasswordHasher;
 use portcullis_core::{OsRandom, SystemClock};
 use portcullis_storage::{Database, DieselStore, Stores};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+use crate::key_maintenance::KeyMaintenance;
 use crate::settings::Config;
 use crate::state::AppState;
 use crate::{errors, paths, request_id, routes};
@@ -48,6 +49,7 @@ pub struct Application {
     issuer: IssuerUrl,
     initial_admin: Option<InitialAdmin>,
     stop_signals: StopSignals,
+    maintenance: KeyMaintenance,
 }
 
 /// SIGTERM and SIGINT, listened for from the moment the application is built. (actix would
@@ -98,10 +100,25 @@ impl Application {
             config.admin_password.as_ref(),
         )
         .context("cannot create the initial administrator")?;
-        let master = crate::master_key::load(&config.master_key, rng.as_ref())?;
-        let keys = ensure_current_keys(stores.keys.as_ref(), &master, rng.as_ref(), clock.as_ref())
-            .context("cannot open the signing keys (keys.master_key)")?;
-        tracing::info!(master_key_id = master.id(), "signing keys ready");
+        let masters = Arc::new(crate::master_key::load_all(config, rng.as_ref())?);
+        let mut maintenance = KeyMaintenance {
+            keys: Arc::new(portcullis_core::keys::KeySet::load(Vec::new(), &masters)?),
+            store: stores.keys.clone(),
+            clients: stores.clients.clone(),
+            masters: masters.clone(),
+            rng: rng.clone(),
+            clock: clock.clone(),
+            policy: config.key_policy,
+            interval: config.key_reload_interval,
+        };
+        let ttl = maintenance.longest_token_ttl()?;
+        maintenance.keys = Arc::new(
+            maintenance
+                .rotator()
+                .start(ttl, Actor("system"))
+                .context("cannot open the signing keys (keys.master_key)")?,
+        );
+        tracing::info!(master_key_id = masters.current().id(), "signing keys ready");
         if let Some(admin) = &initial_admin {
             tracing::info!(username = %admin.username, "created the initial administrator");
         }
@@ -113,7 +130,11 @@ impl Application {
             health: stores.health.clone(),
             grants: stores.grants.clone(),
             flow: stores.flow.clone(),
-            keys: Arc::new(keys),
+            keys: maintenance.keys.clone(),
+            jwks_cache_control: HeaderValue::from_str(&format!(
+                "public, max-age={}",
+                config.jwks_max_age.as_secs()
+            ))?,
             metadata: web::Bytes::from(metadata(&issuer)),
             hasher,
             clock,
@@ -149,6 +170,7 @@ impl Application {
             issuer,
             initial_admin,
             stop_signals,
+            maintenance,
         })
     }
 
@@ -171,15 +193,19 @@ impl Application {
         let Self {
             server,
             mut stop_signals,
+            maintenance,
             ..
         } = self;
+        let schedule = tokio::spawn(maintenance.run());
         let handle = server.handle();
         tokio::spawn(async move {
             let which = stop_signals.recv().await;
             tracing::info!(signal = which, "stopping: finishing requests in flight");
             handle.stop(true).await;
         });
-        server.await
+        let served = server.await;
+        schedule.abort();
+        served
     }
 }
 

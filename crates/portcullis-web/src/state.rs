@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use portcullis_core::domain::IssuerUrl;
-use portcullis_core::keys::KeyRing;
+use portcullis_core::keys::KeySet;
 use portcullis_core::password::PasswordHasher;
 use portcullis_core::store::{ClientStore, GrantStore, HealthCheck, UserStore};
 use portcullis_core::{Clock, Random};
@@ -16,7 +16,10 @@ pub struct AppState {
     pub health: Arc<dyn HealthCheck>,
     pub grants: Arc<dyn GrantStore>,
     pub flow: Arc<dyn portcullis_core::flow::FlowStore>,
-    pub keys: Arc<KeyRing>,
+    /// The signing keys, reloaded by the key schedule.
+    pub keys: Arc<KeySet>,
+    /// `Cache-Control` of the JWKS: `keys.jwks_max_age`.
+    pub jwks_cache_control: actix_web::http::header::HeaderValue,
     /// The RFC 8414 document, serialised at start-up.
     pub metadata: actix_web::web::Bytes,
     pub hasher: Arc<PasswordHasher>,
@@ -29,7 +32,7 @@ impl AppState {
     pub fn oauth_context(&self) -> portcullis_core::oauth::Context<'_> {
         portcullis_core::oauth::Context {
             issuer: &self.issuer,
-            keys: &self.keys,
+            keys: self.keys.ring(),
             clock: self.clock.as_ref(),
             rng: self.rng.as_ref(),
         }

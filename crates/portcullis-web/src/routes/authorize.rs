@@ -106,6 +106,7 @@ fn decide(
     let hinted_sub = params.id_token_hint.as_deref().and_then(|t| {
         state
             .keys
+            .ring()
             .verify::<serde_json::Value>(t, None)
             .ok()
             .filter(|c| c["iss"] == state.issuer.as_str())

@@ -5,7 +5,8 @@ use actix_web::{HttpResponse, web};
 
 use crate::state::AppState;
 
-/// How long relying parties may cache the metadata and the key set.
+/// How long relying parties may cache the metadata. The key set's lifetime is configured
+/// (`keys.jwks_max_age`): new keys are published at least that long before they sign.
 const MAX_AGE: &str = "public, max-age=300";
 
 pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
@@ -18,6 +19,6 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "application/json"))
-        .insert_header((CACHE_CONTROL, MAX_AGE))
-        .body(state.keys.jwks_json().to_vec())
+        .insert_header((CACHE_CONTROL, state.jwks_cache_control.clone()))
+        .body(state.keys.ring().jwks_json().to_vec())
 }

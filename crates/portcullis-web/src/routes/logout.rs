@@ -52,7 +52,7 @@ fn plan(
 ) -> anyhow::Result<Plan> {
     // The hint's signature must be ours; its expiry does not matter here (§2).
     let hint: Option<HintClaims> = match &p.id_token_hint {
-        Some(t) => match state.keys.verify::<HintClaims>(t, None) {
+        Some(t) => match state.keys.ring().verify::<HintClaims>(t, None) {
             Ok(c) if c.iss == state.issuer.as_str() => Some(c),
             _ => {
                 return Ok(Plan::Invalid(

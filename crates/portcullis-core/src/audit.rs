@@ -1,0 +1,174 @@
+//! The audit trail: what happened, who did it, and to what. Events are appended, never changed,
+//! and chained: each record's hash covers its own fields and the previous record's hash, so
+//! that removing or editing a row breaks every hash after it.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::clock::UnixTime;
+
+/// The `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Whether what the event describes succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// An event to record. `event_type` is a dotted name such as `signing_key.revoked`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub event_type: &'static str,
+    pub outcome: Outcome,
+    /// Who acted: `user:<id>`, `client:<id>`, `cli`, or `system` (the server on its own).
+    pub actor: String,
+    /// What it was done to, e.g. `signing_key:<kid>`.
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    /// Anything else, as a JSON object. Never a secret.
+    pub details: serde_json::Value,
+}
+
+impl AuditEvent {
+    /// An event done by `actor` to `subject`, successfully, with `details`.
+    pub fn new(
+        event_type: &'static str,
+        actor: impl Into<String>,
+        subject: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Self {
+        Self {
+            event_type,
+            outcome: Outcome::Success,
+            actor: actor.into(),
+            subject: Some(subject.into()),
+            client_id: None,
+            source_ip: None,
+            user_agent: None,
+            request_id: None,
+            details,
+        }
+    }
+}
+
+/// An event as stored: its place in the chain and the hashes that bind it there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub id: String,
+    pub occurred_at: UnixTime,
+    pub event: AuditEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The record that follows `prev_hash` at `seq`.
+    pub fn chain(
+        seq: i64,
+        id: String,
+        occurred_at: UnixTime,
+        event: AuditEvent,
+        prev_hash: &str,
+    ) -> Self {
+        let hash = record_hash(seq, &id, occurred_at, &event, prev_hash);
+        Self {
+            seq,
+            id,
+            occurred_at,
+            event,
+            prev_hash: prev_hash.to_owned(),
+            hash,
+        }
+    }
+}
+
+/// SHA-256, in hex, over the previous hash and a canonical JSON array of the fields.
+pub fn record_hash(
+    seq: i64,
+    id: &str,
+    occurred_at: UnixTime,
+    event: &AuditEvent,
+    prev_hash: &str,
+) -> String {
+    let fields = serde_json::json!([
+        seq,
+        id,
+        occurred_at.as_secs(),
+        event.event_type,
+        event.outcome.as_str(),
+        event.actor,
+        event.subject,
+        event.client_id,
+        event.source_ip,
+        event.user_agent,
+        event.request_id,
+        event.details.to_string(),
+    ]);
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(fields.to_string().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_hash_covers_the_fields_and_the_previous_hash() {
+        let event = AuditEvent::new(
+            "signing_key.created",
+            "system",
+            "signing_key:k1",
+            serde_json::json!({"alg": "ES256"}),
+        );
+        let first = AuditRecord::chain(
+            1,
+            "a".into(),
+            UnixTime::from_secs(10),
+            event.clone(),
+            GENESIS_HASH,
+        );
+        let second = AuditRecord::chain(
+            2,
+            "b".into(),
+            UnixTime::from_secs(11),
+            event.clone(),
+            &first.hash,
+        );
+        assert_eq!(first.hash.len(), 64);
+        assert_ne!(first.hash, second.hash);
+        let mut edited = event;
+        edited.actor = "cli".into();
+        assert_ne!(
+            record_hash(1, "a", UnixTime::from_secs(10), &edited, GENESIS_HASH),
+            first.hash
+        );
+        assert_ne!(
+            record_hash(2, "b", UnixTime::from_secs(11), &second.event, GENESIS_HASH),
+            second.hash,
+            "a record moved to another place in the chain no longer matches"
+        );
+    }
+}

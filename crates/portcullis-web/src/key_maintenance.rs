@@ -1,0 +1,93 @@
+//! The signing-key schedule, run by every node: take the steps that are due (one node takes
+//! each, under the database's lock) and reload the keys when they changed, so every node
+//! signs with the same key and serves the same JWKS within `keys.reload_interval`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::key_lifecycle::{Actor, KeyChanges, RotationPolicy, Rotator};
+use portcullis_core::keys::{KeySet, MasterKeys};
+use portcullis_core::model::TokenSettings;
+use portcullis_core::store::{ClientStore, KeyStore};
+use portcullis_core::{Clock, Random};
+
+#[derive(Clone)]
+pub struct KeyMaintenance {
+    pub keys: Arc<KeySet>,
+    pub store: Arc<dyn KeyStore>,
+    pub clients: Arc<dyn ClientStore>,
+    pub masters: Arc<MasterKeys>,
+    pub rng: Arc<dyn Random>,
+    pub clock: Arc<dyn Clock>,
+    pub policy: RotationPolicy,
+    pub interval: Duration,
+}
+
+impl KeyMaintenance {
+    pub fn rotator(&self) -> Rotator<'_> {
+        Rotator {
+            store: self.store.as_ref(),
+            masters: &self.masters,
+            rng: self.rng.as_ref(),
+            clock: self.clock.as_ref(),
+            policy: self.policy,
+        }
+    }
+
+    /// The longest life of a token a key may have signed: every client's longest, and never
+    /// less than the defaults (a client may be created with them at any time).
+    pub fn longest_token_ttl(&self) -> anyhow::Result<Duration> {
+        let defaults = TokenSettings::default();
+        let floor = defaults.access_token_ttl.max(defaults.id_token_ttl);
+        Ok(self
+            .clients
+            .longest_token_lifetime()?
+            .map_or(floor, |ttl| ttl.max(floor)))
+    }
+
+    /// One pass: the due steps, then a reload if the stored keys changed.
+    pub fn tick(&self) -> anyhow::Result<()> {
+        let changes = self
+            .rotator()
+            .run_schedule(self.longest_token_ttl()?, Actor("system"))?;
+        log_changes(&changes);
+        if self
+            .keys
+            .refresh(self.store.signing_keys()?, &self.masters)?
+        {
+            tracing::info!("signing keys reloaded");
+        }
+        Ok(())
+    }
+
+    /// Runs [`Self::tick`] every `interval`, on a blocking thread, until the task is dropped.
+    pub async fn run(self) {
+        let mut every = tokio::time::interval(self.interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.tick()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "signing-key maintenance failed; the keys in use stay as they are"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "signing-key maintenance task failed"),
+            }
+        }
+    }
+}
+
+pub fn log_changes(changes: &KeyChanges) {
+    for event in &changes.events {
+        tracing::info!(
+            event = event.event_type,
+            key = event.subject.as_deref().unwrap_or_default(),
+            details = %event.details,
+            "signing key changed"
+        );
+    }
+}

@@ -1,0 +1,4 @@
+-- At most one signing and one upcoming key per algorithm, whatever the nodes do. A change
+-- moves a key out of 'current' before it moves its successor in.
+CREATE UNIQUE INDEX signing_keys_one_current ON signing_keys (alg) WHERE state = 'current';
+CREATE UNIQUE INDEX signing_keys_one_next ON signing_keys (alg) WHERE state = 'next';
