@@ -14,9 +14,9 @@ use crate::helpers::{PASSWORD, TestApp, add_user, hidden, location, query_param,
 
 const REDIRECT: &str = "https://rp1.test/cb";
 
-struct Rp {
-    id: String,
-    secret: Option<String>,
+pub(crate) struct Rp {
+    pub(crate) id: String,
+    pub(crate) secret: Option<String>,
 }
 
 struct Pkce {
@@ -658,7 +658,7 @@ async fn a_code_is_redeemed_once_under_concurrency() {
 }
 
 /// Polls every future until all are done, so the requests run concurrently.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+pub(crate) async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -1017,7 +1017,7 @@ async fn repeated_authorization_parameters_are_refused() {
 }
 
 /// Signs alice in for RP1 and redeems the code: (client, tokens).
-async fn alice_tokens(app: &TestApp) -> (Rp, Value) {
+pub(crate) async fn alice_tokens(app: &TestApp) -> (Rp, Value) {
     add_user(app, "alice");
     let rp = web_client(app, "RP1");
     let pkce = pkce();
@@ -1035,7 +1035,12 @@ async fn alice_tokens(app: &TestApp) -> (Rp, Value) {
     (rp, tokens)
 }
 
-async fn refresh_with(app: &TestApp, rp: &Rp, token: &str, scope: Option<&str>) -> Value {
+pub(crate) async fn refresh_with(
+    app: &TestApp,
+    rp: &Rp,
+    token: &str,
+    scope: Option<&str>,
+) -> Value {
     let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
     if let Some(s) = scope {
         form.push(("scope", s));

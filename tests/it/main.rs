@@ -18,4 +18,5 @@ mod health;
 mod helpers;
 mod keys;
 mod oauth;
+mod rotation;
 mod serve;

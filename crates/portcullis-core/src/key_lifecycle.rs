@@ -84,6 +84,14 @@ pub enum Step {
     Reschedule { kid: String, at: UnixTime },
 }
 
+/// The earliest a key published at `published` may sign: `publish_ahead` later, plus one
+/// second because times are whole seconds, rounded down.
+fn earliest_activation(published: UnixTime, policy: &RotationPolicy) -> UnixTime {
+    published
+        .plus(policy.publish_ahead)
+        .plus(Duration::from_secs(1))
+}
+
 fn activation(k: &StoredKey) -> UnixTime {
     k.activates_at.unwrap_or(k.created_at)
 }
@@ -139,14 +147,15 @@ pub fn plan(
                 let upcoming = live.iter().any(|k| activation(k) > now);
                 let due = activation(a)
                     .plus(policy.interval)
-                    .minus(policy.publish_ahead);
+                    .minus(policy.publish_ahead)
+                    .minus(Duration::from_secs(1));
                 if !upcoming && now >= due {
                     steps.push(Step::Generate {
                         alg,
                         state: KeyState::Next,
                         activates_at: activation(a)
                             .plus(policy.interval)
-                            .max(now.plus(policy.publish_ahead)),
+                            .max(earliest_activation(now, policy)),
                     });
                 }
             }
@@ -201,7 +210,7 @@ pub fn manual_plan(
     }
     match upcoming {
         Some(next) => {
-            let at = next.created_at.plus(policy.publish_ahead).max(now);
+            let at = earliest_activation(next.created_at, policy).max(now);
             if at < activation(next) {
                 steps.push(Step::Reschedule {
                     kid: next.kid.clone(),
@@ -217,7 +226,7 @@ pub fn manual_plan(
                 KeyState::Current
             },
             activates_at: if active.is_some() {
-                now.plus(policy.publish_ahead)
+                earliest_activation(now, policy)
             } else {
                 now
             },
@@ -541,8 +550,11 @@ mod tests {
             .signing_kid(SigningAlg::Es256, w.now())
             .unwrap()
             .to_owned();
-        // One day before the interval ends, the successor is published, not signing.
-        w.at(T0 + 29 * 86_400);
+        // A day (and the second of rounding) before the interval ends, the successor is
+        // published, not signing.
+        w.at(T0 + 29 * 86_400 - 2);
+        assert!(w.tick().is_empty(), "not yet");
+        w.at(T0 + 29 * 86_400 - 1);
         let made = w.tick();
         assert_eq!(made.insert.len(), 3);
         assert!(made.insert.iter().all(|k| k.state == KeyState::Next));
@@ -616,7 +628,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             next.activates_at,
-            Some(UnixTime::from_secs(T0 + 71 * 86_400)),
+            Some(UnixTime::from_secs(T0 + 71 * 86_400 + 1)),
             "published a full day before it signs"
         );
     }
@@ -682,7 +694,7 @@ mod tests {
         assert!(matches!(
             steps.as_slice(),
             [Step::Generate { state: KeyState::Next, activates_at, .. }]
-                if *activates_at == w.now().plus(Duration::from_secs(DAY))
+                if *activates_at == w.now().plus(Duration::from_secs(DAY + 1))
         ));
         w.apply(&steps);
         // Asked again at once: the successor is already as early as it may be.

@@ -34,15 +34,14 @@ impl KeyMaintenance {
         }
     }
 
-    /// The longest life of a token a key may have signed: every client's longest, and never
-    /// less than the defaults (a client may be created with them at any time).
+    /// The longest life of a token a key may have signed: the longest of any client's (the
+    /// defaults when there is no client yet).
     pub fn longest_token_ttl(&self) -> anyhow::Result<Duration> {
         let defaults = TokenSettings::default();
-        let floor = defaults.access_token_ttl.max(defaults.id_token_ttl);
         Ok(self
             .clients
             .longest_token_lifetime()?
-            .map_or(floor, |ttl| ttl.max(floor)))
+            .unwrap_or(defaults.access_token_ttl.max(defaults.id_token_ttl)))
     }
 
     /// One pass: the due steps, then a reload if the stored keys changed.
