@@ -601,26 +601,22 @@ async fn public_clients_use_pkce_without_a_secret() {
     assert!(tokens["id_token"].is_string());
     let access = tokens["access_token"].as_str().unwrap();
     // Introspection needs client authentication (RFC 7662 §2.1); revocation does not (RFC 7009).
-    let peek = app
-        .http
-        .post(app.url("/oauth2/introspect"))
-        .form(&[("client_id", rp.id.as_str()), ("token", access)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(peek.status(), 401);
-    assert_eq!(
-        peek.json::<Value>().await.unwrap()["error"],
-        "invalid_client"
-    );
-    let revoke = app
-        .http
-        .post(app.url("/oauth2/revoke"))
-        .form(&[("client_id", rp.id.as_str()), ("token", access)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoke.status(), 200);
+    for (path, status, error) in [
+        ("/oauth2/introspect", 401, Some("invalid_client")),
+        ("/oauth2/revoke", 200, None),
+    ] {
+        let res = app
+            .http
+            .post(app.url(path))
+            .form(&[("client_id", rp.id.as_str()), ("token", access)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{path}");
+        if let Some(error) = error {
+            assert_eq!(res.json::<Value>().await.unwrap()["error"], error);
+        }
+    }
     let info = app
         .http
         .get(app.url("/oauth2/userinfo"))
@@ -655,6 +651,16 @@ async fn a_code_is_redeemed_once_under_concurrency() {
         results.iter().all(|s| *s == 200 || *s == 400),
         "{results:?}"
     );
+}
+
+/// A GET of the end-session endpoint, as a relying party redirects a browser to it.
+async fn logout(app: &TestApp, query: &[(&str, &str)]) -> reqwest::Response {
+    app.http
+        .get(app.url("/oauth2/logout"))
+        .query(query)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Polls every future until all are done, so the requests run concurrently.
@@ -700,16 +706,14 @@ async fn logout_ends_the_session_and_returns_to_a_registered_uri() {
     .unwrap();
     let id_token = tokens["id_token"].as_str().unwrap();
     // An unregistered return address is refused with a page.
-    let bad = app
-        .http
-        .get(app.url("/oauth2/logout"))
-        .query(&[
+    let bad = logout(
+        &app,
+        &[
             ("id_token_hint", id_token),
             ("post_logout_redirect_uri", "https://attacker.test/"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(bad.status(), 400);
     assert!(bad.headers().get(LOCATION).is_none());
     // Without a hint, a page asks first: a third-party link cannot sign anyone out.
@@ -732,13 +736,7 @@ async fn logout_ends_the_session_and_returns_to_a_registered_uri() {
         "still signed in"
     );
     // The client has no registered post-logout URI: sign out and show the page.
-    let done = app
-        .http
-        .get(app.url("/oauth2/logout"))
-        .query(&[("id_token_hint", id_token), ("state", "bye")])
-        .send()
-        .await
-        .unwrap();
+    let done = logout(&app, &[("id_token_hint", id_token), ("state", "bye")]).await;
     assert_eq!(done.status(), 200);
     assert!(
         done.headers()
@@ -1309,8 +1307,11 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
         secret: made.secret.map(|s| s.reveal().to_owned()),
     };
     let pkce = pkce();
-    let start = authorize_url(&app, &rp, &pkce, &[])
-        .replace("openid+profile+email+offline_access", "openid");
+    let openid_only = |extra: &[(&str, &str)]| {
+        authorize_url(&app, &rp, &pkce, extra)
+            .replace("openid+profile+email+offline_access", "openid")
+    };
+    let start = openid_only(&[]);
     let back = sign_in_and_allow(&app, &start, "alice").await;
     let tokens: Value = exchange(
         &app,
@@ -1326,10 +1327,7 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
     // A first-party client skips consent, unless the request asks for it.
     let ask = app
         .http
-        .get(
-            authorize_url(&app, &rp, &pkce, &[("prompt", "consent")])
-                .replace("openid+profile+email+offline_access", "openid"),
-        )
+        .get(openid_only(&[("prompt", "consent")]))
         .send()
         .await
         .unwrap();
@@ -1340,37 +1338,30 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
         "https://rp1.test/bye?x=1",
         "HTTPS://RP1.TEST/bye",
     ] {
-        let res = app
-            .http
-            .get(app.url("/oauth2/logout"))
-            .query(&[
+        let res = logout(
+            &app,
+            &[
                 ("id_token_hint", id_token),
                 ("post_logout_redirect_uri", near),
-            ])
-            .send()
-            .await
-            .unwrap();
+            ],
+        )
+        .await;
         assert_eq!(res.status(), 400, "case 60: {near}");
     }
-    let res = app
-        .http
-        .get(app.url("/oauth2/logout"))
-        .query(&[
+    let res = logout(
+        &app,
+        &[
             ("id_token_hint", id_token),
             ("post_logout_redirect_uri", "https://rp1.test/bye"),
             ("state", "bye state"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), "https://rp1.test/bye?state=bye+state");
     let silent = app
         .http
-        .get(
-            authorize_url(&app, &rp, &pkce, &[("prompt", "none")])
-                .replace("openid+profile+email+offline_access", "openid"),
-        )
+        .get(openid_only(&[("prompt", "none")]))
         .send()
         .await
         .unwrap();
@@ -1383,16 +1374,14 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
     // and the confirmation must still know the application, named only by the hint.
     add_user(&app, "bob");
     sign_in_and_allow(&app, &start, "bob").await;
-    let ask = app
-        .http
-        .get(app.url("/oauth2/logout"))
-        .query(&[
+    let ask = logout(
+        &app,
+        &[
             ("id_token_hint", id_token),
             ("post_logout_redirect_uri", "https://rp1.test/bye"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(ask.status(), 200, "another person's hint: confirm");
     let page = ask.text().await.unwrap();
     assert_eq!(hidden(&page, "client_id"), rp.id);

@@ -146,6 +146,21 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GETs `path` and parses the JSON body.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let res = self.http.get(self.url(path)).send().await.unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
+    /// Whether `token` introspects as active for the client `id`.
+    pub async fn is_active(&self, id: &str, secret: &str, token: &str) -> bool {
+        let res = self
+            .post_basic("/oauth2/introspect", id, secret, &[("token", token)])
+            .await;
+        res.json::<serde_json::Value>().await.unwrap()["active"] == true
+    }
+
     /// A client_credentials access token for the client.
     pub async fn token_for(&self, id: &str, secret: &str) -> String {
         let res = self

@@ -225,6 +225,18 @@ async fn rotate_under_load(nodes: &[&TestApp]) -> Tally {
     tally
 }
 
+async fn published_kids(app: &TestApp) -> Vec<String> {
+    let set = app.get_json("/.well-known/jwks.json").await;
+    let mut kids: Vec<String> = set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    kids.sort();
+    kids
+}
+
 fn assert_clean(tally: &Tally) {
     assert!(
         tally.failed_requests.is_empty(),
@@ -293,25 +305,10 @@ async fn two_nodes_rotate_once_and_agree() {
         }
     }
     // Both nodes serve the same key set.
-    let jwks = |app: &TestApp| {
-        let url = app.url("/.well-known/jwks.json");
-        let http = app.http.clone();
-        async move {
-            let set: Value = http.get(url).send().await.unwrap().json().await.unwrap();
-            let mut kids: Vec<String> = set["keys"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| k["kid"].as_str().unwrap().to_owned())
-                .collect();
-            kids.sort();
-            kids
-        }
-    };
     // Within reload_interval of the last change, and no change is due for a while after one.
     let mut agreed = false;
     for _ in 0..30 {
-        if jwks(&first).await == jwks(&second).await {
+        if published_kids(&first).await == published_kids(&second).await {
             agreed = true;
             break;
         }
@@ -330,20 +327,6 @@ async fn an_emergency_rotation_makes_the_old_keys_tokens_inactive() {
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let (service, secret) = app.service_client("Service");
     let service_token = app.token_for(&service, &secret).await;
-    let introspect = |token: String| {
-        let (app, service, secret) = (&app, service.clone(), secret.clone());
-        async move {
-            let res = app
-                .post_basic(
-                    "/oauth2/introspect",
-                    &service,
-                    &secret,
-                    &[("token", &token)],
-                )
-                .await;
-            res.json::<Value>().await.unwrap()["active"] == true
-        }
-    };
     let userinfo = |token: String| {
         let app = &app;
         async move {
@@ -357,7 +340,7 @@ async fn an_emergency_rotation_makes_the_old_keys_tokens_inactive() {
                 .as_u16()
         }
     };
-    assert!(introspect(service_token.clone()).await);
+    assert!(app.is_active(&service, &secret, &service_token).await);
     assert_eq!(userinfo(access.clone()).await, 200);
     let old_kid = jsonwebtoken::decode_header(&access).unwrap().kid.unwrap();
 
@@ -374,7 +357,7 @@ async fn an_emergency_rotation_makes_the_old_keys_tokens_inactive() {
     // The server follows within keys.reload_interval (1 s here).
     let mut inactive = false;
     for _ in 0..50 {
-        if !introspect(service_token.clone()).await {
+        if !app.is_active(&service, &secret, &service_token).await {
             inactive = true;
             break;
         }
@@ -382,15 +365,7 @@ async fn an_emergency_rotation_makes_the_old_keys_tokens_inactive() {
     }
     assert!(inactive, "introspection: the old key's token is inactive");
     assert_eq!(userinfo(access).await, 401, "userinfo refuses it too");
-    let jwks: Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = app.get_json("/.well-known/jwks.json").await;
     assert!(
         !jwks.to_string().contains(&old_kid),
         "the revoked key left the JWKS"
@@ -401,7 +376,7 @@ async fn an_emergency_rotation_makes_the_old_keys_tokens_inactive() {
         jsonwebtoken::decode_header(&fresh).unwrap().kid.unwrap(),
         old_kid
     );
-    assert!(introspect(fresh).await);
+    assert!(app.is_active(&service, &secret, &fresh).await);
     let refreshed = refresh_with(&app, &rp, tokens["refresh_token"].as_str().unwrap(), None).await;
     assert_eq!(
         userinfo(refreshed["access_token"].as_str().unwrap().to_owned()).await,
@@ -469,26 +444,10 @@ async fn the_master_key_is_rotated_without_invalidating_tokens() {
     settings.keys.master_key = Some(new_key.clone());
     settings.server.issuer = Some(first.base.clone());
     let second = spawn_with(db.clone(), settings).await.unwrap();
-    let res = second
-        .post_basic(
-            "/oauth2/introspect",
-            &service,
-            &secret,
-            &[("token", &token)],
-        )
-        .await;
-    assert_eq!(res.json::<Value>().await.unwrap()["active"], true);
+    assert!(second.is_active(&service, &secret, &token).await);
     // The node still configured with the old key keeps signing with what it opened.
     let again = first.token_for(&service, &secret).await;
-    let res = second
-        .post_basic(
-            "/oauth2/introspect",
-            &service,
-            &secret,
-            &[("token", &again)],
-        )
-        .await;
-    assert_eq!(res.json::<Value>().await.unwrap()["active"], true);
+    assert!(second.is_active(&service, &secret, &again).await);
 }
 
 #[tokio::test]

@@ -282,8 +282,7 @@ pub fn realise(
                 changes.insert.push(key);
             }
             Step::Promote { kid } => {
-                let Some(mut key) = pending(&mut entering, &mut leaving, kid).or_else(|| find(kid))
-                else {
+                let Some(mut key) = take(&mut entering, &mut leaving, keys, kid) else {
                     continue;
                 };
                 key.state = KeyState::Current;
@@ -293,8 +292,7 @@ pub fn realise(
                 entering.push(key);
             }
             Step::Reschedule { kid, at } => {
-                let Some(mut key) = pending(&mut entering, &mut leaving, kid).or_else(|| find(kid))
-                else {
+                let Some(mut key) = take(&mut entering, &mut leaving, keys, kid) else {
                     continue;
                 };
                 key.activates_at = Some(*at);
@@ -341,10 +339,12 @@ pub fn realise(
     Ok(changes)
 }
 
-/// A key already changed by an earlier step, taken out so the next step changes it further.
-fn pending(
+/// The key to change: as an earlier step left it (taken out, so this step changes it
+/// further), or as stored.
+fn take(
     entering: &mut Vec<StoredKey>,
     leaving: &mut Vec<StoredKey>,
+    keys: &[StoredKey],
     kid: &str,
 ) -> Option<StoredKey> {
     for list in [entering, leaving] {
@@ -352,7 +352,7 @@ fn pending(
             return Some(list.remove(i));
         }
     }
-    None
+    keys.iter().find(|k| k.kid == kid).cloned()
 }
 
 /// Everything a rotation needs, borrowed.

@@ -49,6 +49,10 @@ impl Random for SeededRandom {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, StoreError> {
+    m.lock().map_err(|_| StoreError::Corrupt("poisoned".into()))
+}
+
 #[derive(Default)]
 pub struct MemoryStore {
     users: Mutex<BTreeMap<String, User>>,
@@ -58,10 +62,7 @@ pub struct MemoryStore {
 
 impl GrantStore for MemoryStore {
     fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError> {
-        let mut revoked = self
-            .revoked
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let mut revoked = lock(&self.revoked)?;
         revoked.insert(jti.to_owned(), expires_at);
         Ok(())
     }
@@ -71,15 +72,24 @@ impl GrantStore for MemoryStore {
     }
 
     fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        let revoked = self
-            .revoked
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let revoked = lock(&self.revoked)?;
         Ok(revoked.contains_key(jti))
     }
 }
 
 impl MemoryStore {
+    /// Runs `f` on the client's secrets; false when there is no such client.
+    fn with_secrets(
+        &self,
+        id: &ClientId,
+        f: impl FnOnce(&mut Vec<ClientSecretRecord>) -> bool,
+    ) -> Result<bool, StoreError> {
+        let mut clients = lock(&self.clients)?;
+        Ok(clients
+            .get_mut(id.as_str())
+            .is_some_and(|(_, secrets)| f(secrets)))
+    }
+
     pub fn secrets_of(&self, id: &ClientId) -> Vec<ClientSecretRecord> {
         self.clients
             .lock()
@@ -106,10 +116,7 @@ fn user_from(new: &NewUser, roles: &[RoleName]) -> User {
 
 impl UserStore for MemoryStore {
     fn create_user(&self, user: &NewUser, roles: &[RoleName]) -> Result<(), StoreError> {
-        let mut users = self
-            .users
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let mut users = lock(&self.users)?;
         if users.contains_key(user.username.as_str()) {
             return Err(StoreError::Conflict(format!(
                 "a user named {}",
@@ -121,10 +128,7 @@ impl UserStore for MemoryStore {
     }
 
     fn create_initial_admin(&self, user: &NewUser) -> Result<bool, StoreError> {
-        let mut users = self
-            .users
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let mut users = lock(&self.users)?;
         if !users.is_empty() {
             return Ok(false);
         }
@@ -136,10 +140,7 @@ impl UserStore for MemoryStore {
     }
 
     fn find_user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
-        let users = self
-            .users
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let users = lock(&self.users)?;
         Ok(users.get(username.as_str()).cloned())
     }
 
@@ -149,10 +150,7 @@ impl UserStore for MemoryStore {
         hash: &crate::password::PasswordHash,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
-        let mut users = self
-            .users
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let mut users = lock(&self.users)?;
         Ok(users
             .values_mut()
             .find(|u| u.id == id)
@@ -165,18 +163,12 @@ impl UserStore for MemoryStore {
     }
 
     fn find_user(&self, id: crate::model::UserId) -> Result<Option<User>, StoreError> {
-        let users = self
-            .users
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let users = lock(&self.users)?;
         Ok(users.values().find(|u| u.id == id).cloned())
     }
 
     fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError> {
-        let users = self
-            .users
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let users = lock(&self.users)?;
         Ok(users
             .values()
             .filter(|u| after.is_none_or(|a| u.username.as_str() > a.as_str()))
@@ -191,10 +183,7 @@ impl UserStore for MemoryStore {
         status: UserStatus,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
-        let mut users = self
-            .users
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let mut users = lock(&self.users)?;
         Ok(users
             .get_mut(username.as_str())
             .map(|u| {
@@ -211,10 +200,7 @@ impl ClientStore for MemoryStore {
         client: &Client,
         secret: Option<&ClientSecretRecord>,
     ) -> Result<(), StoreError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let mut clients = lock(&self.clients)?;
         if clients.values().any(|(c, _)| c.name == client.name) {
             return Err(StoreError::Conflict(format!(
                 "a client named {}",
@@ -229,10 +215,7 @@ impl ClientStore for MemoryStore {
     }
 
     fn find_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
-        let clients = self
-            .clients
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let clients = lock(&self.clients)?;
         Ok(clients.get(id.as_str()).map(|e| e.0.clone()))
     }
 
@@ -241,10 +224,7 @@ impl ClientStore for MemoryStore {
         after: Option<&ClientId>,
         limit: u32,
     ) -> Result<Vec<Client>, StoreError> {
-        let clients = self
-            .clients
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let clients = lock(&self.clients)?;
         Ok(clients
             .values()
             .filter(|(c, _)| after.is_none_or(|a| c.id.as_str() > a.as_str()))
@@ -259,26 +239,21 @@ impl ClientStore for MemoryStore {
         new: &ClientSecretRecord,
         old_expires_at: UnixTime,
     ) -> Result<bool, StoreError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
-        let Some((_, secrets)) = clients.get_mut(id.as_str()) else {
-            return Ok(false);
-        };
-        let now = new.created_at;
-        secrets.retain(|s| s.expires_at.is_none_or(|e| e > now));
-        secrets.sort_by_key(|s| s.created_at);
-        let keep = secrets.len().saturating_sub(1);
-        secrets.drain(..keep);
-        for s in secrets.iter_mut() {
-            s.expires_at = Some(
-                s.expires_at
-                    .map_or(old_expires_at, |e| e.min(old_expires_at)),
-            );
-        }
-        secrets.push(new.clone());
-        Ok(true)
+        self.with_secrets(id, |secrets| {
+            let now = new.created_at;
+            secrets.retain(|s| s.expires_at.is_none_or(|e| e > now));
+            secrets.sort_by_key(|s| s.created_at);
+            let keep = secrets.len().saturating_sub(1);
+            secrets.drain(..keep);
+            for s in secrets.iter_mut() {
+                s.expires_at = Some(
+                    s.expires_at
+                        .map_or(old_expires_at, |e| e.min(old_expires_at)),
+                );
+            }
+            secrets.push(new.clone());
+            true
+        })
     }
 
     fn revoke_client_secret(
@@ -287,23 +262,15 @@ impl ClientStore for MemoryStore {
         secret_id: uuid::Uuid,
         _now: UnixTime,
     ) -> Result<bool, StoreError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
-        let Some((_, secrets)) = clients.get_mut(id.as_str()) else {
-            return Ok(false);
-        };
-        let before = secrets.len();
-        secrets.retain(|s| s.id != secret_id);
-        Ok(secrets.len() < before)
+        self.with_secrets(id, |secrets| {
+            let before = secrets.len();
+            secrets.retain(|s| s.id != secret_id);
+            secrets.len() < before
+        })
     }
 
     fn longest_token_lifetime(&self) -> Result<Option<std::time::Duration>, StoreError> {
-        let clients = self
-            .clients
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let clients = lock(&self.clients)?;
         Ok(clients
             .values()
             .map(|(c, _)| {
@@ -327,10 +294,7 @@ impl ClientStore for MemoryStore {
     }
 
     fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| StoreError::Corrupt("poisoned".into()))?;
+        let mut clients = lock(&self.clients)?;
         Ok(clients.remove(id.as_str()).is_some())
     }
 }
