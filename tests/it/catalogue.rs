@@ -88,6 +88,7 @@ async fn case_2_redirect_uri_near_misses_and_the_loopback_rule() {
             allowed_scopes: portcullis_core::domain::ScopeSet::parse("openid").unwrap(),
             first_party: false,
             token_settings: Default::default(),
+            rate_limit_tier: None,
         },
     )
     .unwrap()
@@ -244,6 +245,7 @@ async fn setup(app: &TestApp) -> (String, String) {
                 .unwrap(),
             first_party: true,
             token_settings: Default::default(),
+            rate_limit_tier: None,
         },
     )
     .unwrap();

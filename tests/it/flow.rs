@@ -1299,6 +1299,7 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
             allowed_scopes: portcullis_core::domain::ScopeSet::parse("openid").unwrap(),
             first_party: true,
             token_settings: Default::default(),
+            rate_limit_tier: None,
         },
     )
     .unwrap();

@@ -41,6 +41,9 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     s.database.connect_timeout = portcullis_web::settings::Seconds(1);
     s.bootstrap.admin_password = Some(ADMIN_PASSWORD.into());
     s.security.bcrypt_cost = 4;
+    // Load tests send thousands of requests from 127.0.0.1; the rate-limit tests set their own.
+    s.rate_limit.per_ip = "1000000/1m".into();
+    s.rate_limit.per_client = "1000000/1m".into();
     s.keys.master_key = Some(
         portcullis_core::keys::MasterKey::generate(&portcullis_core::OsRandom)
             .unwrap()
@@ -109,6 +112,7 @@ impl TestApp {
                 allowed_scopes: ScopeSet::parse(scopes).unwrap(),
                 first_party: false,
                 token_settings: TokenSettings::default(),
+                rate_limit_tier: None,
             },
         )
         .unwrap();

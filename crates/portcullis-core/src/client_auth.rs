@@ -20,7 +20,7 @@ pub enum Presented {
 }
 
 impl Presented {
-    fn client_id(&self) -> &str {
+    pub fn client_id(&self) -> &str {
         match self {
             Self::Basic { client_id, .. }
             | Self::Post { client_id, .. }

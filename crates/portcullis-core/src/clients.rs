@@ -19,6 +19,7 @@ pub struct ClientRegistration {
     pub allowed_scopes: ScopeSet,
     pub first_party: bool,
     pub token_settings: TokenSettings,
+    pub rate_limit_tier: Option<crate::domain::TierName>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +104,7 @@ pub fn register_client(
         first_party: registration.first_party,
         require_pkce: true,
         token_settings: registration.token_settings,
+        rate_limit_tier: registration.rate_limit_tier,
         created_at: now,
         updated_at: now,
     };
@@ -182,6 +184,7 @@ mod tests {
             allowed_scopes: ScopeSet::from_scopes([Scope::parse("openid").unwrap()]),
             first_party: false,
             token_settings: TokenSettings::default(),
+            rate_limit_tier: None,
         }
     }
 

@@ -125,6 +125,28 @@ impl ClientName {
     }
 }
 
+/// A rate-limit tier a client belongs to (its quota is configured by name): 1 to 32
+/// lowercase letters, digits, `-` and `_`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierName(String);
+string_newtype!(TierName);
+
+impl TierName {
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 32
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(invalid(format!(
+                "{raw:?} is not a tier name: 1 to 32 lowercase letters, digits, - and _"
+            )));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
 /// A display name for a person.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DisplayName(String);

@@ -122,14 +122,24 @@ pub fn plan(
             .copied()
             .filter(|k| activation(k) <= now)
             .collect();
-        let active = started.last().copied();
+        // A key recorded as current signs even if its start is still ahead by this node's
+        // clock (another node's clock, or the operator's, runs ahead): there is never a
+        // second current key.
+        let active = started
+            .last()
+            .copied()
+            .or_else(|| live.iter().copied().find(|k| k.state == KeyState::Current));
         // Every started key but the last has a successor that signs in its place.
         for pair in started.windows(2) {
             if let [old, successor] = pair {
                 steps.push(Step::Retire {
                     kid: old.kid.clone(),
+                    // A node whose clock is behind signs with the old key until the
+                    // successor's start by its clock; one whose clock is ahead removes the
+                    // key by its own: the skew counts twice.
                     remove_after: activation(successor)
                         .plus(longest_token_ttl)
+                        .plus(policy.leeway)
                         .plus(policy.leeway),
                 });
             }
@@ -235,6 +245,40 @@ pub fn manual_plan(
     steps
 }
 
+/// An operator's rotation of `algs`, after the scheduled promotions and retirements that are
+/// due (so that it starts from the keys as they should be: a successor that has started is
+/// the key signing now).
+pub fn operator_plan(
+    keys: &[StoredKey],
+    algs: &[SigningAlg],
+    emergency: bool,
+    policy: &RotationPolicy,
+    longest_token_ttl: Duration,
+    now: UnixTime,
+) -> Vec<Step> {
+    let due = plan(keys, policy, longest_token_ttl, now);
+    let mut settled: Vec<StoredKey> = keys.to_vec();
+    for step in &due {
+        let (kid, state) = match step {
+            Step::Promote { kid } => (kid, KeyState::Current),
+            Step::Retire { kid, .. } => (kid, KeyState::Retired),
+            _ => continue,
+        };
+        if let Some(k) = settled.iter_mut().find(|k| &k.kid == kid) {
+            k.state = state;
+        }
+    }
+    let mut steps: Vec<Step> = due
+        .into_iter()
+        .filter(|s| matches!(s, Step::Promote { .. } | Step::Retire { .. }))
+        .collect();
+    steps.extend(
+        algs.iter()
+            .flat_map(|alg| manual_plan(&settled, *alg, emergency, policy, now)),
+    );
+    steps
+}
+
 /// Who or what changes the keys, for the audit trail.
 #[derive(Clone, Copy, Debug)]
 pub struct Actor<'a>(pub &'a str);
@@ -304,7 +348,9 @@ pub fn realise(
                 entering.push(key);
             }
             Step::Retire { kid, remove_after } => {
-                let Some(mut key) = find(kid) else { continue };
+                let Some(mut key) = take(&mut entering, &mut leaving, keys, kid) else {
+                    continue;
+                };
                 key.state = KeyState::Retired;
                 key.retired_at = Some(now);
                 key.remove_after = Some(*remove_after);
@@ -316,7 +362,9 @@ pub fn realise(
                 leaving.push(key);
             }
             Step::Revoke { kid } => {
-                let Some(mut key) = find(kid) else { continue };
+                let Some(mut key) = take(&mut entering, &mut leaving, keys, kid) else {
+                    continue;
+                };
                 key.state = KeyState::Revoked;
                 key.retired_at = Some(now);
                 key.remove_after = None;
@@ -381,17 +429,17 @@ impl Rotator<'_> {
         })
     }
 
-    /// An operator's rotation of `algs` (see [`manual_plan`]).
+    /// An operator's rotation of `algs` (see [`manual_plan`]), after any scheduled step that
+    /// is due, so that it starts from keys as they should be.
     pub fn rotate(
         &self,
         algs: &[SigningAlg],
         emergency: bool,
+        longest_token_ttl: Duration,
         actor: Actor<'_>,
     ) -> Result<KeyChanges, LifecycleError> {
         self.change(actor, &mut |keys, now| {
-            algs.iter()
-                .flat_map(|alg| manual_plan(keys, *alg, emergency, &self.policy, now))
-                .collect()
+            operator_plan(keys, algs, emergency, &self.policy, longest_token_ttl, now)
         })
     }
 
@@ -590,14 +638,14 @@ mod tests {
             [KeyState::Retired, KeyState::Current]
         );
         let old = w.keys.iter().find(|k| k.kid == first).unwrap();
-        assert_eq!(old.remove_after, Some(UnixTime::from_secs(at + 3600 + 60)));
+        assert_eq!(old.remove_after, Some(UnixTime::from_secs(at + 3600 + 120)));
         let ring = w.ring();
         let token = ring
             .sign(SigningAlg::Es256, "at+jwt", &serde_json::json!({}), w.now())
             .unwrap();
         assert!(ring.verify::<serde_json::Value>(&token, None).is_ok());
         // Retired keys leave once past remove_after.
-        w.at(at + 3600 + 60);
+        w.at(at + 3600 + 120);
         let gone = w.tick();
         assert_eq!(gone.delete.len(), 3);
         assert_eq!(w.states(SigningAlg::Es256), [KeyState::Current]);
@@ -699,6 +747,44 @@ mod tests {
         w.apply(&steps);
         // Asked again at once: the successor is already as early as it may be.
         assert!(manual_plan(&w.keys, SigningAlg::Rs256, false, &policy(), w.now()).is_empty());
+    }
+
+    #[test]
+    fn a_current_key_that_starts_ahead_of_this_clock_is_not_doubled() {
+        let mut w = World::new();
+        w.tick();
+        // Another node (or the operator's machine) runs 30 s ahead and made the current keys.
+        for k in &mut w.keys {
+            k.activates_at = Some(UnixTime::from_secs(T0 + 30));
+        }
+        let steps = plan(&w.keys, &policy(), Duration::from_secs(3600), w.now());
+        assert!(steps.is_empty(), "{steps:?}");
+    }
+
+    #[test]
+    fn an_operator_rotation_right_after_a_successor_started_first_records_it() {
+        let mut w = World::new();
+        w.tick();
+        w.at(T0 + 29 * 86_400);
+        w.tick();
+        // The successor has started, but no node has recorded it yet.
+        w.at(T0 + 30 * 86_400 + 1);
+        let steps = operator_plan(
+            &w.keys,
+            &[SigningAlg::Es256],
+            true,
+            &policy(),
+            Duration::from_secs(3600),
+            w.now(),
+        );
+        w.apply(&steps);
+        let mut es = w.states(SigningAlg::Es256);
+        es.sort_by_key(|s| s.as_str());
+        assert_eq!(
+            es,
+            [KeyState::Current, KeyState::Retired, KeyState::Revoked],
+            "the successor that was signing is revoked; one current key"
+        );
     }
 
     #[test]

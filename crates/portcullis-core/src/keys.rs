@@ -144,6 +144,8 @@ pub enum KeyError {
     Generate(SigningAlg),
     #[error("no current signing key for {0}")]
     NoCurrentKey(SigningAlg),
+    #[error("some signing keys could not be opened and are not used: {0}")]
+    Unopened(String),
     #[error(transparent)]
     Random(#[from] RandomUnavailable),
 }
@@ -494,6 +496,22 @@ impl KeyRing {
         masters: &MasterKeys,
         previous: Option<&KeyRing>,
     ) -> Result<Self, KeyError> {
+        let (ring, mut problems) = Self::load_leniently(keys, masters, previous)?;
+        match problems.pop() {
+            Some(e) => Err(e),
+            None => Ok(ring),
+        }
+    }
+
+    /// Like [`Self::load`], but a private key that does not open is left out of the signers
+    /// (and reported) instead of failing the whole ring: a running node then still drops
+    /// revoked keys and publishes new ones. A malformed public key still fails.
+    pub fn load_leniently(
+        keys: &[StoredKey],
+        masters: &MasterKeys,
+        previous: Option<&KeyRing>,
+    ) -> Result<(Self, Vec<KeyError>), KeyError> {
+        let mut problems = Vec::new();
         let mut signers: Vec<Scheduled> = Vec::new();
         let mut verifiers = HashMap::new();
         let mut published = Vec::new();
@@ -525,36 +543,42 @@ impl KeyRing {
                         .find(|s| s.signer.kid == key.kid && s.signer.public_jwk == key.public_jwk)
                 });
                 let signer = match reused {
-                    Some(s) => Arc::clone(&s.signer),
-                    None => {
-                        let pair = open_pair(key, masters)?;
-                        // The stored public half must be the private key's own.
-                        if pair.public_jwk(key.alg, &key.kid) != public {
-                            return Err(malformed());
+                    Some(s) => Ok(Arc::clone(&s.signer)),
+                    // The stored public half must be the private key's own.
+                    None => open_pair(key, masters).and_then(|pair| {
+                        if pair.public_jwk(key.alg, &key.kid) == public {
+                            Ok(Arc::new(Signer {
+                                alg: key.alg,
+                                kid: key.kid.clone(),
+                                public_jwk: key.public_jwk.clone(),
+                                pair,
+                            }))
+                        } else {
+                            Err(malformed())
                         }
-                        Arc::new(Signer {
-                            alg: key.alg,
-                            kid: key.kid.clone(),
-                            public_jwk: key.public_jwk.clone(),
-                            pair,
-                        })
-                    }
+                    }),
                 };
-                signers.push(Scheduled {
-                    activates_at,
-                    signer,
-                });
+                match signer {
+                    Ok(signer) => signers.push(Scheduled {
+                        activates_at,
+                        signer,
+                    }),
+                    Err(e) => problems.push(e),
+                }
             }
             published.push(public);
         }
         signers.sort_by_key(|s| (s.signer.alg, s.activates_at));
         let jwks =
             serde_json::to_vec(&serde_json::json!({ "keys": published })).unwrap_or_default();
-        Ok(Self {
-            signers,
-            verifiers,
-            jwks,
-        })
+        Ok((
+            Self {
+                signers,
+                verifiers,
+                jwks,
+            },
+            problems,
+        ))
     }
 
     /// The JWKS document, built once.
@@ -644,6 +668,9 @@ pub struct KeySet {
     ring: RwLock<Arc<KeyRing>>,
     /// The stored keys the ring was built from, to tell whether a reload changes anything.
     source: RwLock<Vec<StoredKey>>,
+    /// Why the last reload could not open every key, if it could not: the node is then not
+    /// ready, since it may not hold the key it should sign with.
+    problem: RwLock<Option<String>>,
 }
 
 impl fmt::Debug for KeySet {
@@ -658,23 +685,47 @@ impl KeySet {
         Ok(Self {
             ring: RwLock::new(Arc::new(ring)),
             source: RwLock::new(keys),
+            problem: RwLock::new(None),
         })
+    }
+
+    /// Why the keys in use are not all the stored ones, if they are not.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn ring(&self) -> Arc<KeyRing> {
         Arc::clone(&self.ring.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Rebuilds the ring from `keys` if they differ from what it was built from. Returns
-    /// whether it changed. On error the ring in use stays as it was.
+    /// Rebuilds the ring from `keys` if they differ from what it was built from, and returns
+    /// whether it changed. A key that does not open is left out and reported (and the set is
+    /// then not ready), but the rest is used: a revoked key stops signing even so. Only a
+    /// malformed public key keeps the ring in use as it was.
     pub fn refresh(&self, keys: Vec<StoredKey>, masters: &MasterKeys) -> Result<bool, KeyError> {
         if *self.source.read().unwrap_or_else(PoisonError::into_inner) == keys {
-            return Ok(false);
+            return self
+                .problem()
+                .map_or(Ok(false), |p| Err(KeyError::Unopened(p)));
         }
-        let ring = KeyRing::load(&keys, masters, Some(&self.ring()))?;
+        let (ring, problems) = KeyRing::load_leniently(&keys, masters, Some(&self.ring()))?;
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
         *self.source.write().unwrap_or_else(PoisonError::into_inner) = keys;
-        Ok(true)
+        let problem = (!problems.is_empty()).then(|| {
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        *self.problem.write().unwrap_or_else(PoisonError::into_inner) = problem.clone();
+        match problem {
+            Some(p) => Err(KeyError::Unopened(p)),
+            None => Ok(true),
+        }
     }
 }
 

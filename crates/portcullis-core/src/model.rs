@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::clock::UnixTime;
 use crate::domain::{
     ClientAuthMethod, ClientId, ClientName, DisplayName, Email, GrantType, InvalidInput,
-    RedirectUri, ScopeSet, Username,
+    RedirectUri, ScopeSet, TierName, Username,
 };
 use crate::password::PasswordHash;
 use crate::secret::TokenHash;
@@ -149,6 +149,8 @@ pub struct Client {
     /// PKCE (S256) is required for every public client and, by default, for all.
     pub require_pkce: bool,
     pub token_settings: TokenSettings,
+    /// Its rate-limit tier; `None`: the default quota.
+    pub rate_limit_tier: Option<TierName>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }

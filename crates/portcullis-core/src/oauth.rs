@@ -444,6 +444,7 @@ mod tests {
             first_party: false,
             require_pkce: true,
             token_settings: TokenSettings::default(),
+            rate_limit_tier: None,
             created_at: UnixTime::from_secs(0),
             updated_at: UnixTime::from_secs(0),
         }

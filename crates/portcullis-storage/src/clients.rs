@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use portcullis_core::UnixTime;
 use portcullis_core::domain::{
     ClientAuthMethod, ClientId, ClientName, GrantType, InvalidInput, RedirectUri, ScopeSet,
+    TierName,
 };
 use portcullis_core::model::{Client, ClientSecretRecord, TokenSettings};
 use portcullis_core::secret::TokenHash;
@@ -33,6 +34,7 @@ struct ClientRow {
     refresh_token_ttl: i64,
     created_at: i64,
     updated_at: i64,
+    rate_limit_tier: Option<String>,
 }
 
 fn json_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
@@ -85,6 +87,7 @@ impl ClientRow {
             refresh_token_ttl: secs(c.token_settings.refresh_token_ttl),
             created_at: c.created_at.as_secs(),
             updated_at: c.updated_at.as_secs(),
+            rate_limit_tier: c.rate_limit_tier.as_ref().map(|t| t.as_str().to_owned()),
         }
     }
 
@@ -116,6 +119,12 @@ impl ClientRow {
             },
             created_at: UnixTime::from_secs(self.created_at),
             updated_at: UnixTime::from_secs(self.updated_at),
+            rate_limit_tier: self
+                .rate_limit_tier
+                .as_deref()
+                .map(TierName::parse)
+                .transpose()
+                .map_err(|e| corrupt("clients.rate_limit_tier", e))?,
         })
     }
 }
@@ -214,10 +223,13 @@ impl ClientStore for DieselStore {
         let mut conn = self.conn()?;
         let now = new.created_at.as_secs();
         write_tx(&mut conn, |conn| {
-            let exists: bool =
-                diesel::select(diesel::dsl::exists(clients::table.find(id.as_str())))
-                    .get_result(conn)?;
-            if !exists {
+            // Touching the client's row locks it on PostgreSQL until the end of the
+            // transaction, so that two rotations take turns (SQLite's write lock already
+            // serialises them); without the row there is no client.
+            let touched = diesel::update(clients::table.find(id.as_str()))
+                .set(clients::updated_at.eq(clients::updated_at))
+                .execute(conn)?;
+            if touched == 0 {
                 return Ok(false);
             }
             let live = client_secrets::table

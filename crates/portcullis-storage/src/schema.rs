@@ -64,6 +64,7 @@ diesel::table! {
         refresh_token_ttl -> BigInt,
         created_at -> BigInt,
         updated_at -> BigInt,
+        rate_limit_tier -> Nullable<Text>,
     }
 }
 

@@ -73,6 +73,7 @@ fn client(name: &str) -> Client {
             id_token_ttl: Duration::from_secs(600),
             refresh_token_ttl: Duration::from_secs(86_400),
         },
+        rate_limit_tier: None,
         created_at: UnixTime::from_secs(1_800_000_000),
         updated_at: UnixTime::from_secs(1_800_000_001),
     }
@@ -439,7 +440,12 @@ fn racing_rotations_take_each_step_once(db: TestDatabase) {
             std::thread::spawn(move || {
                 barrier.wait();
                 rotator(&store, &masters, &portcullis_core::SystemClock)
-                    .rotate(&[SigningAlg::Es256], false, Actor("cli"))
+                    .rotate(
+                        &[SigningAlg::Es256],
+                        false,
+                        Duration::from_secs(900),
+                        Actor("cli"),
+                    )
                     .map(|c| c.insert.len())
             })
         })
@@ -462,7 +468,12 @@ fn racing_rotations_take_each_step_once(db: TestDatabase) {
     assert_eq!(states(&keys), ["current", "next"]);
     // An emergency rotation revokes the signing key and promotes the published successor.
     let changes = rotator(&f.store, &masters, &clock)
-        .rotate(&[SigningAlg::Es256], true, Actor("cli"))
+        .rotate(
+            &[SigningAlg::Es256],
+            true,
+            Duration::from_secs(900),
+            Actor("cli"),
+        )
         .unwrap();
     assert!(changes.insert.is_empty(), "the published successor is used");
     assert_eq!(

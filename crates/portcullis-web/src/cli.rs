@@ -197,6 +197,9 @@ pub struct ClientCreate {
     /// A first-party client skips the consent page.
     #[arg(long)]
     pub first_party: bool,
+    /// Its rate-limit tier, one of rate_limit.tiers [default: rate_limit.per_client].
+    #[arg(long, value_name = "TIER")]
+    pub rate_limit_tier: Option<String>,
     /// Access-token lifetime, e.g. 15m.
     #[arg(long, value_name = "DURATION")]
     pub access_token_ttl: Option<String>,

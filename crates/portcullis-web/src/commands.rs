@@ -9,7 +9,7 @@ use std::sync::Arc;
 use portcullis_core::clients::{ClientRegistration, register_client, rotate_secret};
 use portcullis_core::domain::{
     ClientAuthMethod, ClientId, ClientName, DisplayName, Email, GrantType, RedirectUri, ScopeSet,
-    Username,
+    TierName, Username,
 };
 use portcullis_core::key_lifecycle::{Actor, KeyChanges};
 use portcullis_core::keys::{KeySet, SigningAlg, StoredKey};
@@ -362,9 +362,10 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             // Keys this process cannot open are not changed: the configured master key must
             // be the one the keys were sealed with.
             KeySet::load(stores.keys.signing_keys()?, &maintenance.masters)?;
+            let ttl = maintenance.longest_token_ttl()?;
             let changes = maintenance
                 .rotator()
-                .rotate(&algs, args.now, Actor("cli"))?;
+                .rotate(&algs, args.now, ttl, Actor("cli"))?;
             report_key_changes(&changes, args.json, config)
         }
         KeysCommand::Rewrap => {
@@ -484,6 +485,16 @@ fn client_create(config: &Config, args: ClientCreate) -> anyhow::Result<()> {
                 defaults.refresh_token_ttl,
             )?,
         },
+        rate_limit_tier: match &args.rate_limit_tier {
+            Some(raw) => {
+                let tier = TierName::parse(raw).context("--rate-limit-tier")?;
+                if !config.rate_limits.tiers.contains_key(tier.as_str()) {
+                    bail!("--rate-limit-tier: there is no tier {tier:?} in rate_limit.tiers");
+                }
+                Some(tier)
+            }
+            None => None,
+        },
     };
     registration.check()?;
     let stores = startup::open_stores(config)?;
@@ -592,6 +603,7 @@ fn client_json(c: &Client) -> Value {
         "scope": c.allowed_scopes.to_string(),
         "first_party": c.first_party,
         "require_pkce": c.require_pkce,
+        "rate_limit_tier": c.rate_limit_tier.as_ref().map(|t| t.as_str()),
         "access_token_ttl": c.token_settings.access_token_ttl.as_secs(),
         "id_token_ttl": c.token_settings.id_token_ttl.as_secs(),
         "refresh_token_ttl": c.token_settings.refresh_token_ttl.as_secs(),

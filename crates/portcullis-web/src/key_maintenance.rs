@@ -44,19 +44,34 @@ impl KeyMaintenance {
             .unwrap_or(defaults.access_token_ttl.max(defaults.id_token_ttl)))
     }
 
-    /// One pass: the due steps, then a reload if the stored keys changed.
+    /// One pass: the due steps, then a reload if the stored keys changed. The reload is tried
+    /// even when the steps fail: another node may have taken them, and a revoked key must stop
+    /// signing here whatever else goes wrong.
     pub fn tick(&self) -> anyhow::Result<()> {
-        let changes = self
-            .rotator()
-            .run_schedule(self.longest_token_ttl()?, Actor("system"))?;
-        log_changes(&changes);
-        if self
-            .keys
-            .refresh(self.store.signing_keys()?, &self.masters)?
-        {
-            tracing::info!("signing keys reloaded");
+        let scheduled = self
+            .longest_token_ttl()
+            .and_then(|ttl| Ok(self.rotator().run_schedule(ttl, Actor("system"))?));
+        if let Ok(changes) = &scheduled {
+            log_changes(changes);
         }
-        Ok(())
+        let reloaded = self
+            .store
+            .signing_keys()
+            .map_err(anyhow::Error::from)
+            .and_then(|keys| Ok(self.keys.refresh(keys, &self.masters)?));
+        match (scheduled, reloaded) {
+            (Ok(_), Ok(changed)) => {
+                if changed {
+                    tracing::info!("signing keys reloaded");
+                }
+                Ok(())
+            }
+            (Err(e), Ok(_)) => Err(e.context("the key schedule failed")),
+            (Ok(_), Err(e)) => Err(e.context("reloading the signing keys failed")),
+            (Err(s), Err(r)) => Err(anyhow::anyhow!(
+                "the key schedule failed ({s:#}) and reloading the signing keys failed ({r:#})"
+            )),
+        }
     }
 
     /// Runs [`Self::tick`] every `interval`, on a blocking thread, until the task is dropped.

@@ -2,12 +2,14 @@
 //! the `portcullis` binary. `startup` composes everything; handlers see only core's traits.
 
 pub mod cli;
+pub mod client_ip;
 pub mod commands;
 pub mod errors;
 pub mod key_maintenance;
 pub mod master_key;
 pub mod pages;
 pub mod paths;
+pub mod rate_limit;
 pub mod request_id;
 mod routes;
 pub mod session;

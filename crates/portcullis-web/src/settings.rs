@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use portcullis_core::domain::{IssuerUrl, Username};
+use portcullis_core::domain::{IssuerUrl, TierName, Username};
 use portcullis_core::key_lifecycle::RotationPolicy;
 use portcullis_core::keys::MasterKey;
 use portcullis_core::password::Password;
 use portcullis_storage::{DatabaseUrl, PoolOptions};
+
+use crate::client_ip::{IpRange, TrustedProxies};
+use crate::rate_limit::Quota;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub const ENV_PREFIX: &str = "PORTCULLIS__";
@@ -29,9 +32,56 @@ pub struct Settings {
     pub bootstrap: BootstrapSettings,
     pub security: SecuritySettings,
     pub keys: KeySettings,
+    pub rate_limit: RateLimitSettings,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// The settings as `config check` shows them, secrets redacted: for `Debug` too, so that no
+/// log line or panic message can carry one.
+macro_rules! debug_as_json {
+    ($($t:ty),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match serde_json::to_string(self) {
+                    Ok(json) => f.write_str(&json),
+                    Err(_) => f.write_str(stringify!($t)),
+                }
+            }
+        }
+    )*};
+}
+debug_as_json!(KeySettings, RateLimitSettings, BootstrapSettings);
+
+/// Rate limits, each written `"REQUESTS/WINDOW"`, e.g. `"600/1m"`.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    #[serde(deserialize_with = "lenient_string", serialize_with = "redacted")]
+    pub redis_url: Option<String>,
+    pub trusted_proxies: Vec<String>,
+    pub per_ip: String,
+    pub per_client: String,
+    pub tiers: std::collections::BTreeMap<String, String>,
+    pub login_failures_per_account: String,
+    pub login_attempts_per_ip: String,
+    pub client_auth_failures: String,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            trusted_proxies: Vec::new(),
+            per_ip: "600/1m".into(),
+            per_client: "1200/1m".into(),
+            tiers: std::collections::BTreeMap::new(),
+            login_failures_per_account: "5/15m".into(),
+            login_attempts_per_ip: "50/15m".into(),
+            client_auth_failures: "10/15m".into(),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeySettings {
     #[serde(deserialize_with = "lenient_string", serialize_with = "redacted")]
@@ -133,7 +183,7 @@ impl Default for LogSettings {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BootstrapSettings {
     pub admin_username: String,
@@ -346,6 +396,54 @@ pub struct Config {
     pub jwks_max_age: Duration,
     /// How often each node runs the key schedule and reloads the keys.
     pub key_reload_interval: Duration,
+    pub rate_limits: RateLimits,
+}
+
+/// The rate limits, parsed.
+#[derive(Clone, Debug)]
+pub struct RateLimits {
+    pub redis_url: Option<String>,
+    pub trusted_proxies: TrustedProxies,
+    /// Requests from one address to one group of endpoints.
+    pub per_ip: Quota,
+    /// Requests of one client to the token, introspection and revocation endpoints, unless
+    /// its tier says otherwise.
+    pub per_client: Quota,
+    pub tiers: std::collections::BTreeMap<String, Quota>,
+    /// Sign-in attempts on one account that did not end in a sign-in.
+    pub login_failures_per_account: Quota,
+    pub login_attempts_per_ip: Quota,
+    /// Failed client authentications for one client id.
+    pub client_auth_failures: Quota,
+}
+
+impl RateLimits {
+    /// The per-client quota of a tier; the default for none or a tier no longer configured.
+    pub fn client_quota(&self, tier: Option<&str>) -> Quota {
+        tier.and_then(|t| self.tiers.get(t).copied())
+            .unwrap_or(self.per_client)
+    }
+}
+
+/// `"600/1m"`: 600 requests a minute.
+fn parse_quota(raw: &str) -> Result<Quota, String> {
+    let (requests, window) = raw
+        .split_once('/')
+        .ok_or_else(|| format!("{raw:?} is not a limit such as \"600/1m\" (requests/window)"))?;
+    let requests: u32 = requests
+        .trim()
+        .parse()
+        .ok()
+        .filter(|r| *r > 0)
+        .ok_or_else(|| format!("{raw:?}: the number of requests must be a whole number above 0"))?;
+    let window = Seconds::parse(window)?;
+    if window.0 == 0 {
+        return Err(format!("{raw:?}: the window must be at least 1s"));
+    }
+    Ok(Quota {
+        requests,
+        window: window.duration(),
+    })
 }
 
 /// Where the key that seals the signing keys comes from.
@@ -457,12 +555,16 @@ impl Config {
         // A relying party may hold the JWKS for jwks_max_age; a node may take reload_interval
         // to see a new key, and clocks may differ by clock_skew. A key published for less
         // than all three together could sign a token that a relying party cannot verify.
-        let lead = k.jwks_max_age.0 + k.reload_interval.0 + k.clock_skew.0;
+        let lead = k
+            .jwks_max_age
+            .0
+            .saturating_add(k.reload_interval.0)
+            .saturating_add(k.clock_skew.0.saturating_mul(2));
         if k.publish_ahead.0 < lead {
             return Err(invalid(
                 "keys.publish_ahead",
                 format!(
-                    "must be at least keys.jwks_max_age + keys.reload_interval + keys.clock_skew ({lead}s), so that relying parties hold a new key before it signs"
+                    "must be at least keys.jwks_max_age + keys.reload_interval + 2 × keys.clock_skew ({lead}s), so that relying parties hold a new key before it signs"
                 ),
             ));
         }
@@ -471,6 +573,49 @@ impl Config {
                 "keys.rotation_interval",
                 "must be longer than keys.publish_ahead",
             ));
+        }
+        let r = &s.rate_limit;
+        let quota = |raw: &str, key: &'static str| parse_quota(raw).map_err(|e| invalid(key, e));
+        let mut tiers = std::collections::BTreeMap::new();
+        for (name, raw) in &r.tiers {
+            TierName::parse(name).map_err(|e| invalid("rate_limit.tiers", e))?;
+            let q = parse_quota(raw)
+                .map_err(|e| invalid("rate_limit.tiers", format!("{name}: {e}")))?;
+            tiers.insert(name.clone(), q);
+        }
+        let rate_limits = RateLimits {
+            redis_url: r.redis_url.clone().filter(|u| !u.trim().is_empty()),
+            trusted_proxies: TrustedProxies(
+                r.trusted_proxies
+                    .iter()
+                    .map(|p| IpRange::parse(p))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid("rate_limit.trusted_proxies", e))?,
+            ),
+            per_ip: quota(&r.per_ip, "rate_limit.per_ip")?,
+            per_client: quota(&r.per_client, "rate_limit.per_client")?,
+            tiers,
+            login_failures_per_account: quota(
+                &r.login_failures_per_account,
+                "rate_limit.login_failures_per_account",
+            )?,
+            login_attempts_per_ip: quota(
+                &r.login_attempts_per_ip,
+                "rate_limit.login_attempts_per_ip",
+            )?,
+            client_auth_failures: quota(
+                &r.client_auth_failures,
+                "rate_limit.client_auth_failures",
+            )?,
+        };
+        if let Some(url) = &rate_limits.redis_url {
+            // The URL may hold a password: the message does not repeat it.
+            redis::Client::open(url.as_str()).map_err(|_| {
+                invalid(
+                    "rate_limit.redis_url",
+                    "is not a Redis URL such as redis://127.0.0.1:6379",
+                )
+            })?;
         }
         Ok(Self {
             listen,
@@ -499,6 +644,7 @@ impl Config {
             },
             jwks_max_age: k.jwks_max_age.duration(),
             key_reload_interval: k.reload_interval.duration(),
+            rate_limits,
         })
     }
 

@@ -18,9 +18,10 @@ use portcullis_storage::{Database, DieselStore, Stores};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::key_maintenance::KeyMaintenance;
+use crate::rate_limit::RateLimiter;
 use crate::settings::Config;
 use crate::state::AppState;
-use crate::{errors, paths, request_id, routes};
+use crate::{errors, paths, rate_limit, request_id, routes};
 
 /// Opens the database named in the configuration and applies pending migrations.
 pub fn open_stores(config: &Config) -> anyhow::Result<Stores> {
@@ -137,6 +138,12 @@ impl Application {
             ))?,
             metadata: web::Bytes::from(metadata(&issuer)),
             hasher,
+            limiter: Arc::new(
+                RateLimiter::new(config.rate_limits.redis_url.as_deref(), clock.clone())
+                    .context("rate_limit.redis_url")?,
+            ),
+            limits: Arc::new(config.rate_limits.clone()),
+            client_quotas: Arc::default(),
             clock,
             rng,
         });
@@ -147,6 +154,7 @@ impl Application {
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::FormConfig::default().limit(max_body))
                 .app_data(web::JsonConfig::default().limit(max_body))
+                .wrap(from_fn(rate_limit::per_ip))
                 .wrap(security_headers())
                 .wrap(ErrorHandlers::new().default_handler(errors::replace_framework_errors))
                 .wrap(from_fn(request_id::middleware))

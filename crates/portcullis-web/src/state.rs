@@ -1,6 +1,10 @@
 //! What handlers share: services behind trait objects, no generic parameters.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::rate_limit::{Quota, RateLimiter};
+use crate::settings::RateLimits;
 
 use portcullis_core::domain::IssuerUrl;
 use portcullis_core::keys::KeySet;
@@ -25,9 +29,35 @@ pub struct AppState {
     pub hasher: Arc<PasswordHasher>,
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Random>,
+    pub limiter: Arc<RateLimiter>,
+    pub limits: Arc<RateLimits>,
+    /// Each client's quota, as last seen when it authenticated on this node: the per-client
+    /// limit is counted before the client is looked up.
+    pub client_quotas: Arc<RwLock<HashMap<String, Quota>>>,
 }
 
 impl AppState {
+    /// The per-client quota of `client_id` (the default until it has authenticated here).
+    pub fn client_quota(&self, client_id: &str) -> Quota {
+        self.client_quotas
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(client_id)
+            .copied()
+            .unwrap_or(self.limits.per_client)
+    }
+
+    /// Remembers the quota of a client that just authenticated.
+    pub fn remember_client_quota(&self, client_id: &str, tier: Option<&str>) {
+        let quota = self.limits.client_quota(tier);
+        if self.client_quota(client_id) != quota {
+            self.client_quotas
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(client_id.to_owned(), quota);
+        }
+    }
+
     /// What the token-side protocol needs, borrowed from the state.
     pub fn oauth_context(&self) -> portcullis_core::oauth::Context<'_> {
         portcullis_core::oauth::Context {

@@ -1,2 +1,3 @@
+ALTER TABLE clients DROP COLUMN rate_limit_tier;
 DROP INDEX signing_keys_one_next;
 DROP INDEX signing_keys_one_current;

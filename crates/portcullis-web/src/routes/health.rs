@@ -21,10 +21,24 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(Err(e)) => Err(format!("{:#}", anyhow::Error::from(e))),
         Err(e) => Err(e.to_string()),
     };
+    let limiter = state.limiter.status();
+    if let Some(problem) = state.keys.problem() {
+        tracing::warn!(problem, "not ready: signing keys");
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .insert_header((RETRY_AFTER, "5"))
+            .json(json!({
+                "status": "unavailable",
+                "checks": { "signing_keys": "some cannot be opened", "rate_limiter": limiter }
+            }));
+    }
     match database {
         Ok(()) => HttpResponse::Ok()
             .insert_header((CACHE_CONTROL, "no-store"))
-            .json(json!({ "status": "ready", "checks": { "database": "ok" } })),
+            .json(json!({
+                "status": "ready",
+                "checks": { "database": "ok", "signing_keys": "ok", "rate_limiter": limiter }
+            })),
         Err(reason) => {
             tracing::warn!(reason, "not ready: the database does not answer");
             HttpResponse::ServiceUnavailable()

@@ -32,6 +32,17 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
     }
 }
 
+const ACCOUNT_POLICY: &str = "login-account";
+
+/// The account a sign-in attempt is counted against: the name as typed, in the form names are
+/// compared in (so `Alice` and `alice` share a count), at most 128 characters.
+fn account_key(typed: &str) -> String {
+    match Username::parse(typed) {
+        Ok(name) => name.to_string(),
+        Err(_) => typed.trim().to_lowercase().chars().take(128).collect(),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
     return_to: Option<String>,
@@ -142,6 +153,51 @@ pub async fn submit(
         Ok(token) => token,
         Err(status) => return Ok(error_response(&req, status)),
     };
+    // Every attempt counts before the password is looked at, so that parallel guesses cannot
+    // slip past the limit; a sign-in clears the account's count. An unknown name is counted
+    // the same way, so a refusal says nothing about which accounts exist.
+    let account = account_key(form.username.as_deref().unwrap_or_default());
+    let limits = &state.limits;
+    let ip = limits
+        .trusted_proxies
+        .client_ip(&req)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let throttle = state
+        .limiter
+        .hit(ACCOUNT_POLICY, &account, limits.login_failures_per_account)
+        .await
+        .stricter(
+            state
+                .limiter
+                .hit("login-ip", &ip, limits.login_attempts_per_ip)
+                .await,
+        );
+    if !throttle.allowed {
+        tracing::info!("sign-in refused: too many attempts");
+        let minutes = throttle.reset.div_ceil(60).max(1);
+        let message = format!(
+            "Too many sign-in attempts. Try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        );
+        let mut res = pages::render(
+            StatusCode::TOO_MANY_REQUESTS,
+            &LoginPage {
+                csrf_token: &session::csrf_for(&token),
+                return_to: &return_to,
+                username: &form
+                    .username
+                    .unwrap_or_default()
+                    .chars()
+                    .take(64)
+                    .collect::<String>(),
+                client_name: None,
+                error: Some(&message),
+            },
+        );
+        throttle.write_headers(res.headers_mut());
+        return Ok(res);
+    }
     let st = state.clone();
     let outcome = web::block(move || -> anyhow::Result<Outcome> {
         let Some(old) = session::find(&st, &token)? else {
@@ -185,6 +241,15 @@ pub async fn submit(
         }
     })
     .await??;
+    if matches!(
+        outcome,
+        Outcome::SignedIn { .. } | Outcome::MustChange { .. }
+    ) {
+        state
+            .limiter
+            .clear(ACCOUNT_POLICY, &account, limits.login_failures_per_account)
+            .await;
+    }
     match outcome {
         Outcome::SignedIn { token } => {
             let mut res = HttpResponse::SeeOther()

@@ -16,6 +16,7 @@ use portcullis_core::store::StoreError;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::rate_limit::{self, Decision};
 use crate::state::AppState;
 
 /// An OAuth error on the wire.
@@ -23,12 +24,69 @@ use crate::state::AppState;
 pub struct OAuthErrorResponse {
     error: OAuthError,
     status: StatusCode,
+    /// A rate limit refused the request: a 429 with its headers.
+    limited: Option<Decision>,
 }
 
 impl From<OAuthError> for OAuthErrorResponse {
     fn from(error: OAuthError) -> Self {
         let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        Self { error, status }
+        Self {
+            error,
+            status,
+            limited: None,
+        }
+    }
+}
+
+impl From<Decision> for OAuthErrorResponse {
+    fn from(decision: Decision) -> Self {
+        Self {
+            error: OAuthError::invalid_request("too many requests"),
+            status: StatusCode::TOO_MANY_REQUESTS,
+            limited: Some(decision),
+        }
+    }
+}
+
+const AUTH_FAILURES: &str = "client-auth-failures";
+
+/// The limits of the client a request names, counted before it is looked up: too many
+/// failed authentications for that client id refuse even a right secret until the window
+/// ends (other clients are not affected); then its requests, by its tier.
+async fn client_limits(state: &AppState, client_id: &str) -> Result<Decision, OAuthErrorResponse> {
+    let limits = &state.limits;
+    let failures = state
+        .limiter
+        .peek(AUTH_FAILURES, client_id, limits.client_auth_failures)
+        .await;
+    if !failures.allowed {
+        tracing::info!("refused: too many failed client authentications");
+        return Err(failures.into());
+    }
+    let requests = state
+        .limiter
+        .hit("client", client_id, state.client_quota(client_id))
+        .await;
+    if !requests.allowed {
+        return Err(requests.into());
+    }
+    Ok(requests)
+}
+
+/// Counts a failed client authentication against the client id it named.
+async fn count_failure<T>(
+    state: &AppState,
+    client_id: &str,
+    result: &Result<T, OAuthErrorResponse>,
+) {
+    if let Err(e) = result
+        && e.error.code == ErrorCode::InvalidClient
+    {
+        state
+            .limiter
+            .hit(AUTH_FAILURES, client_id, state.limits.client_auth_failures)
+            .await;
     }
 }
 
@@ -44,6 +102,9 @@ impl ResponseError for OAuthErrorResponse {
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Some(decision) = &self.limited {
+            return rate_limit::json_refusal(decision);
+        }
         let mut res = HttpResponse::build(self.status);
         res.insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"));
@@ -67,6 +128,7 @@ pub fn form_error(err: UrlencodedError, _req: &HttpRequest) -> actix_web::Error 
         UrlencodedError::Overflow { .. } => OAuthErrorResponse {
             error: OAuthError::invalid_request("the request body is too large"),
             status: StatusCode::PAYLOAD_TOO_LARGE,
+            limited: None,
         },
         UrlencodedError::ContentType => {
             OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into()
@@ -201,12 +263,17 @@ pub async fn token(
         .map(|s| ScopeSet::parse(&s))
         .transpose()
         .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e))?;
+    let client_id = presented.client_id().to_owned();
+    let limit = client_limits(&state, &client_id).await?;
     // The closure runs on a blocking thread, outside this span: carry the span across.
     let span = tracing::Span::current();
+    let st = state.clone();
     let response = blocking(move || {
+        let state = st;
         let client =
             client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
         span.record("client_id", client.id.as_str());
+        state.remember_client_quota(client.id.as_str(), tier_of(&client));
         let ctx = state.oauth_context();
         match grant_type.as_str() {
             "client_credentials" => {
@@ -235,8 +302,15 @@ pub async fn token(
             )),
         }
     })
-    .await?;
-    Ok(no_store(HttpResponse::Ok().json(response)))
+    .await;
+    count_failure(&state, &client_id, &response).await;
+    let mut res = no_store(HttpResponse::Ok().json(response?));
+    limit.write_headers(res.headers_mut());
+    Ok(res)
+}
+
+fn tier_of(client: &Client) -> Option<&str> {
+    client.rate_limit_tier.as_ref().map(|t| t.as_str())
 }
 
 /// Who may call an endpoint that takes a `token`.
@@ -256,7 +330,7 @@ async fn on_token<T: Send + 'static>(
     state: web::Data<AppState>,
     callers: Callers,
     act: impl FnOnce(&AppState, &Client, &str) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, OAuthErrorResponse> {
+) -> Result<(T, Decision), OAuthErrorResponse> {
     let presented = presented(&req, form.client_id, form.client_secret)?;
     if callers == Callers::Confidential && matches!(presented, Presented::Public { .. }) {
         return Err(OAuthError::invalid_client(
@@ -268,12 +342,17 @@ async fn on_token<T: Send + 'static>(
     let token = form
         .token
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-    blocking(move || {
-        let client =
-            client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
-        act(&state, &client, &token).map_err(OAuthError::from_store)
+    let client_id = presented.client_id().to_owned();
+    let limit = client_limits(&state, &client_id).await?;
+    let st = state.clone();
+    let result = blocking(move || {
+        let client = client_auth::authenticate(st.clients.as_ref(), st.clock.as_ref(), &presented)?;
+        st.remember_client_quota(client.id.as_str(), tier_of(&client));
+        act(&st, &client, &token).map_err(OAuthError::from_store)
     })
-    .await
+    .await;
+    count_failure(&state, &client_id, &result).await;
+    Ok((result?, limit))
 }
 
 pub async fn introspect(
@@ -281,7 +360,7 @@ pub async fn introspect(
     form: web::Form<TokenRefForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthErrorResponse> {
-    let claims = on_token(
+    let (claims, limit) = on_token(
         req,
         form.into_inner(),
         state,
@@ -306,7 +385,9 @@ pub async fn introspect(
             "jti": c.jti,
         }),
     };
-    Ok(no_store(HttpResponse::Ok().json(body)))
+    let mut res = no_store(HttpResponse::Ok().json(body));
+    limit.write_headers(res.headers_mut());
+    Ok(res)
 }
 
 pub async fn revoke(
@@ -314,7 +395,7 @@ pub async fn revoke(
     form: web::Form<TokenRefForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthErrorResponse> {
-    on_token(
+    let ((), limit) = on_token(
         req,
         form.into_inner(),
         state,
@@ -330,5 +411,7 @@ pub async fn revoke(
         },
     )
     .await?;
-    Ok(no_store(HttpResponse::Ok().finish()))
+    let mut res = no_store(HttpResponse::Ok().finish());
+    limit.write_headers(res.headers_mut());
+    Ok(res)
 }
