@@ -17,6 +17,7 @@ mod flow;
 mod health;
 mod helpers;
 mod keys;
+mod limits;
 mod oauth;
 mod rotation;
 mod serve;

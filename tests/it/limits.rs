@@ -1,0 +1,338 @@
+//! Brute-force defence and rate limits, as an attacker meets them: sign-in attempts per account
+//! and per address, forwarded headers believed only from trusted proxies, client-secret
+//! guessing, per-client tiers, and limits shared between two nodes through a real Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_storage::test_db::TestDatabase;
+use portcullis_web::settings::Settings;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::flow::join_all;
+use crate::helpers::{PASSWORD, TestApp, add_user, hidden, spawn_with, test_settings};
+
+
+async fn app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = Arc::new(TestDatabase::from_env().unwrap());
+    let mut settings = test_settings(&db);
+    edit(&mut settings);
+    spawn_with(db, settings).await.unwrap()
+}
+
+/// A fresh sign-in form: its CSRF token (the cookie stays in the client).
+async fn login_form(app: &TestApp) -> String {
+    let page = app.http.get(app.url("/login")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    hidden(&page.text().await.unwrap(), "csrf_token")
+}
+
+async fn sign_in(
+    app: &TestApp,
+    csrf: &str,
+    username: &str,
+    password: &str,
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app.http.post(app.url("/login")).form(&[
+        ("csrf_token", csrf),
+        ("return_to", "/"),
+        ("username", username),
+        ("password", password),
+    ]);
+    if let Some(ip) = forwarded_for {
+        req = req.header("x-forwarded-for", ip);
+    }
+    req.send().await.unwrap()
+}
+
+/// A unique name, since Redis counters outlive a test database.
+fn unique(name: &str) -> String {
+    format!(
+        "{name}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+#[tokio::test]
+async fn fifty_parallel_guesses_are_evaluated_no_more_than_the_limit() {
+    let app = app_with(|s| {
+        s.rate_limit.login_failures_per_account = "5/1d".into();
+        s.rate_limit.login_attempts_per_ip = "1000/1d".into();
+    })
+    .await;
+    let dave = unique("dave");
+    add_user(&app, &dave);
+    let csrf = login_form(&app).await;
+    let guesses = (0..50).map(|i| {
+        let (app, csrf, dave) = (&app, csrf.clone(), dave.clone());
+        async move {
+            sign_in(app, &csrf, &dave, &format!("wrong guess {i}"), None)
+                .await
+                .status()
+        }
+    });
+    let statuses = join_all(guesses.collect()).await;
+    let evaluated = statuses
+        .iter()
+        .filter(|s| **s != StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(evaluated <= 5, "evaluated {evaluated} of 50: {statuses:?}");
+    assert!(evaluated >= 1);
+    // Now even the right password waits, with the same answer an unknown name gets.
+    let right = sign_in(&app, &csrf, &dave, PASSWORD, None).await;
+    assert_eq!(right.status(), 429);
+    let retry: u64 = right.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0);
+    for name in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "ratelimit",
+        "ratelimit-policy",
+    ] {
+        assert!(right.headers().contains_key(name), "{name}");
+    }
+    assert!(right.headers().get("set-cookie").is_none());
+    let known_body = right.text().await.unwrap().replace(&dave, "NAME");
+    let ghost = unique("ghost");
+    for _ in 0..5 {
+        let res = sign_in(&app, &csrf, &ghost, "whatever password", None).await;
+        assert_eq!(res.status(), 200, "refused like any wrong password");
+    }
+    let unknown = sign_in(&app, &csrf, &ghost, "whatever password", None).await;
+    assert_eq!(unknown.status(), 429, "unknown names are throttled alike");
+    assert!(unknown.headers().get("set-cookie").is_none());
+    let unknown_body = unknown.text().await.unwrap().replace(&ghost, "NAME");
+    assert_eq!(known_body, unknown_body, "nothing tells the two apart");
+}
+
+#[tokio::test]
+async fn the_right_password_works_again_once_the_window_has_passed() {
+    let app = app_with(|s| s.rate_limit.login_failures_per_account = "3/2s".into()).await;
+    let erin = unique("erin");
+    add_user(&app, &erin);
+    let csrf = login_form(&app).await;
+    // Three failures fill the window; a fourth attempt is refused, right password or not.
+    let mut refused = None;
+    for _ in 0..4 {
+        let res = sign_in(&app, &csrf, &erin, "wrong", None).await;
+        if res.status() == 429 {
+            refused = Some(res);
+            break;
+        }
+    }
+    let Some(refused) = refused else {
+        panic!("the fourth attempt in a window is refused")
+    };
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait <= 2);
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let res = sign_in(&app, &csrf, &erin, PASSWORD, None).await;
+    assert_eq!(res.status(), 303, "no permanent lock-out");
+}
+
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let limited = |trusted: bool| {
+        app_with(move |s| {
+            s.rate_limit.login_attempts_per_ip = "10/1d".into();
+            if trusted {
+                s.rate_limit.trusted_proxies = vec!["127.0.0.1".into(), "::1".into()];
+            }
+        })
+    };
+    // Straight from the attacker: rotating X-Forwarded-For changes nothing.
+    let app = limited(false).await;
+    let csrf = login_form(&app).await;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let res = sign_in(
+            &app,
+            &csrf,
+            &unique("user"),
+            "wrong",
+            Some(&format!("198.51.100.{i}")),
+        )
+        .await;
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(&statuses[..10], [200; 10]);
+    assert_eq!(
+        &statuses[10..],
+        [429, 429],
+        "one address, whatever it claims"
+    );
+    // Through a trusted proxy, each forwarded address is counted on its own.
+    let app = limited(true).await;
+    let csrf = login_form(&app).await;
+    for i in 0..12 {
+        let res = sign_in(
+            &app,
+            &csrf,
+            &unique("user"),
+            "wrong",
+            Some(&format!("198.51.100.{i}")),
+        )
+        .await;
+        assert_eq!(res.status(), 200, "a different client each time");
+    }
+}
+
+#[tokio::test]
+async fn guessing_a_client_secret_is_stopped_and_other_clients_go_on() {
+    let app = app_with(|s| s.rate_limit.client_auth_failures = "3/1d".into()).await;
+    let (c1, c1_secret) = app.service_client("C1");
+    let (c2, c2_secret) = app.service_client("C2");
+    let grant = [("grant_type", "client_credentials")];
+    for _ in 0..3 {
+        let res = app.post_basic("/oauth2/token", &c1, "guess", &grant).await;
+        assert_eq!(res.status(), 401);
+    }
+    let res = app
+        .post_basic("/oauth2/token", &c1, &c1_secret, &grant)
+        .await;
+    assert_eq!(res.status(), 429, "even the right secret waits");
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_requests");
+    let res = app
+        .post_basic("/oauth2/introspect", &c1, &c1_secret, &[("token", "x")])
+        .await;
+    assert_eq!(res.status(), 429, "introspection too");
+    let other = app
+        .post_basic("/oauth2/token", &c2, &c2_secret, &grant)
+        .await;
+    assert_eq!(other.status(), 200, "another client is not affected");
+}
+
+#[tokio::test]
+async fn each_client_has_the_quota_of_its_tier() {
+    let db = Arc::new(TestDatabase::from_env().unwrap());
+    let mut settings = test_settings(&db);
+    settings
+        .rate_limit
+        .tiers
+        .insert("small".into(), "3/1d".into());
+    let app = spawn_with(db.clone(), settings).await.unwrap();
+    let (id, secret) = app.service_client("Small");
+    let conn =
+        portcullis_storage::Database::open(db.url(), &portcullis_storage::PoolOptions::default())
+            .unwrap();
+    {
+        use diesel::prelude::*;
+        use portcullis_storage::schema::clients;
+        diesel::update(clients::table.find(&id))
+            .set(clients::rate_limit_tier.eq(Some("small")))
+            .execute(&mut *conn.conn().unwrap())
+            .unwrap();
+    }
+    let grant = [("grant_type", "client_credentials")];
+    // A node learns a client's tier when it first authenticates; that first request is
+    // counted under the default quota, the rest under the tier's.
+    let first = app.post_basic("/oauth2/token", &id, &secret, &grant).await;
+    assert_eq!(first.status(), 200);
+    let mut statuses = Vec::new();
+    let mut policies = Vec::new();
+    for _ in 0..4 {
+        let res = app.post_basic("/oauth2/token", &id, &secret, &grant).await;
+        statuses.push(res.status().as_u16());
+        policies.push(
+            res.headers()
+                .get("ratelimit-policy")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "{policies:?}");
+    assert_eq!(policies[1], "\"client\";q=3;w=86400");
+}
+
+#[tokio::test]
+async fn two_nodes_share_their_counters_through_redis() {
+    let Ok(redis) = std::env::var("PORTCULLIS_TEST_REDIS_URL") else {
+        eprintln!("skipped: PORTCULLIS_TEST_REDIS_URL is not set");
+        return;
+    };
+    let db = Arc::new(TestDatabase::from_env().unwrap());
+    let shared = |db: &TestDatabase| {
+        let mut s = test_settings(db);
+        s.rate_limit.redis_url = Some(redis.clone());
+        s.rate_limit.login_failures_per_account = "4/1d".into();
+        s.rate_limit.login_attempts_per_ip = "1000/1d".into();
+        s
+    };
+    let first = spawn_with(db.clone(), shared(&db)).await.unwrap();
+    let mut settings = shared(&db);
+    settings.keys.master_key = Some(first.master_key.clone());
+    let second = spawn_with(db.clone(), settings).await.unwrap();
+    let frank = unique("frank");
+    add_user(&first, &frank);
+    let (csrf1, csrf2) = (login_form(&first).await, login_form(&second).await);
+    for (node, csrf) in [
+        (&first, &csrf1),
+        (&second, &csrf2),
+        (&first, &csrf1),
+        (&second, &csrf2),
+    ] {
+        let res = sign_in(node, csrf, &frank, "wrong", None).await;
+        assert_eq!(res.status(), 200);
+    }
+    let res = sign_in(&first, &csrf1, &frank, PASSWORD, None).await;
+    assert_eq!(res.status(), 429, "the other node's failures count here");
+    let ready = first.get_json("/readyz").await;
+    assert_eq!(ready["checks"]["rate_limiter"], "redis");
+}
+
+#[tokio::test]
+async fn without_redis_the_server_keeps_limiting_on_its_own() {
+    let app = app_with(|s| {
+        // Nothing listens on port 1.
+        s.rate_limit.redis_url = Some("redis://127.0.0.1:1".into());
+        s.rate_limit.login_failures_per_account = "2/1d".into();
+    })
+    .await;
+    let gina = unique("gina");
+    add_user(&app, &gina);
+    let csrf = login_form(&app).await;
+    let statuses = [
+        sign_in(&app, &csrf, &gina, "wrong", None).await.status(),
+        sign_in(&app, &csrf, &gina, "wrong", None).await.status(),
+        sign_in(&app, &csrf, &gina, PASSWORD, None).await.status(),
+    ];
+    assert_eq!(statuses, [200, 200, 429]);
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "still serving");
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["rate_limiter"], "memory (redis unavailable)");
+}
+
+#[tokio::test]
+async fn every_limited_endpoint_says_how_much_is_left() {
+    let app = app_with(|s| s.rate_limit.per_ip = "100/1m".into()).await;
+    for path in ["/login", "/oauth2/authorize", "/oauth2/userinfo"] {
+        let res = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.headers()["x-ratelimit-limit"], "100", "{path}");
+        assert!(res.headers().contains_key("ratelimit"), "{path}");
+    }
+    let res = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !res.headers().contains_key("ratelimit"),
+        "discovery and keys are not limited"
+    );
+}
