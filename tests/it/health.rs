@@ -59,11 +59,15 @@ async fn unknown_paths_get_a_friendly_page_that_names_the_request() {
     assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
     assert_eq!(res.headers()["x-frame-options"], "DENY");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(res.headers()["cross-origin-opener-policy"], "same-origin");
+    assert_eq!(res.headers()["cache-control"], "no-store");
     let csp = res.headers()["content-security-policy"]
         .to_str()
         .unwrap()
         .to_owned();
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"));
+    assert!(csp.contains("object-src 'none'") && !csp.contains("unsafe-inline"));
     // form-action would block the redirect to the client after the sign-in and consent forms.
     assert!(!csp.contains("form-action"), "{csp}");
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
@@ -186,4 +190,36 @@ async fn readyz_fails_when_the_database_is_gone() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn oversized_targets_and_headers_are_refused() {
+    let app = spawn_app().await;
+    let long = app.url(&format!("/oauth2/authorize?state={}", "a".repeat(10_000)));
+    let res = app.http.get(long).send().await.unwrap();
+    assert_eq!(res.status(), 414);
+    assert_eq!(res.headers()["x-frame-options"], "DENY", "still our page");
+    let res = app
+        .http
+        .get(app.url("/"))
+        .header("x-big", "a".repeat(9_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 431);
+    let res = app
+        .http
+        .get(app.url("/"))
+        .header("cookie", format!("a={}", "b".repeat(32 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 431, "a 32 KB cookie");
+    let res = app
+        .http
+        .request(reqwest::Method::TRACE, app.url("/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
 }

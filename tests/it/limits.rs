@@ -13,7 +13,6 @@ use serde_json::Value;
 use crate::flow::join_all;
 use crate::helpers::{PASSWORD, TestApp, add_user, hidden, spawn_with, test_settings};
 
-
 async fn app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     let db = Arc::new(TestDatabase::from_env().unwrap());
     let mut settings = test_settings(&db);
