@@ -21,3 +21,4 @@ mod limits;
 mod oauth;
 mod rotation;
 mod serve;
+mod tls;

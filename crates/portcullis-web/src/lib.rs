@@ -17,6 +17,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 use std::process::ExitCode;
 

@@ -17,6 +17,7 @@ use portcullis_storage::{DatabaseUrl, PoolOptions};
 
 use crate::client_ip::{IpRange, TrustedProxies};
 use crate::rate_limit::Quota;
+use crate::tls::TlsFiles;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub const ENV_PREFIX: &str = "PORTCULLIS__";
@@ -122,6 +123,9 @@ pub struct ServerSettings {
     pub workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Seconds,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub hsts_max_age: Seconds,
 }
 
 impl Default for ServerSettings {
@@ -133,6 +137,9 @@ impl Default for ServerSettings {
             workers: 0,
             max_body_bytes: 64 * 1024,
             shutdown_timeout: Seconds(30),
+            tls_cert_file: None,
+            tls_key_file: None,
+            hsts_max_age: Seconds(365 * 86_400),
         }
     }
 }
@@ -397,6 +404,10 @@ pub struct Config {
     /// How often each node runs the key schedule and reloads the keys.
     pub key_reload_interval: Duration,
     pub rate_limits: RateLimits,
+    /// TLS served directly, when a certificate and key are configured.
+    pub tls: Option<TlsFiles>,
+    /// `Strict-Transport-Security: max-age` on responses served over https.
+    pub hsts_max_age: Duration,
 }
 
 /// The rate limits, parsed.
@@ -617,6 +628,25 @@ impl Config {
                 )
             })?;
         }
+        let tls = match (&s.server.tls_cert_file, &s.server.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "server.tls_cert_file",
+                    "set both server.tls_cert_file and server.tls_key_file, or neither",
+                ));
+            }
+        };
+        if tls.is_some() && issuer.as_ref().is_some_and(|i| !i.is_https()) {
+            return Err(invalid(
+                "server.issuer",
+                "must be https when this server serves TLS itself",
+            ));
+        }
         Ok(Self {
             listen,
             issuer,
@@ -645,6 +675,8 @@ impl Config {
             jwks_max_age: k.jwks_max_age.duration(),
             key_reload_interval: k.reload_interval.duration(),
             rate_limits,
+            tls,
+            hsts_max_age: s.server.hsts_max_age.duration(),
         })
     }
 
@@ -652,8 +684,11 @@ impl Config {
     pub fn issuer_for(&self, bound: SocketAddr) -> Result<IssuerUrl, ConfigError> {
         match &self.issuer {
             Some(issuer) => Ok(issuer.clone()),
-            None => IssuerUrl::parse(&format!("http://{bound}"), self.allow_http_issuer)
-                .map_err(|e| invalid("server.issuer", e)),
+            None => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                IssuerUrl::parse(&format!("{scheme}://{bound}"), self.allow_http_issuer)
+                    .map_err(|e| invalid("server.issuer", e))
+            }
         }
     }
 }

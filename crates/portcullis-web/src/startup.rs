@@ -21,7 +21,7 @@ use crate::key_maintenance::KeyMaintenance;
 use crate::rate_limit::RateLimiter;
 use crate::settings::Config;
 use crate::state::AppState;
-use crate::{errors, paths, rate_limit, request_id, routes};
+use crate::{errors, paths, rate_limit, request_id, routes, tls};
 
 /// Opens the database named in the configuration and applies pending migrations.
 pub fn open_stores(config: &Config) -> anyhow::Result<Stores> {
@@ -51,6 +51,7 @@ pub struct Application {
     initial_admin: Option<InitialAdmin>,
     stop_signals: StopSignals,
     maintenance: KeyMaintenance,
+    certificate: Option<Arc<tls::ReloadableCert>>,
 }
 
 /// SIGTERM and SIGINT, listened for from the moment the application is built. (actix would
@@ -59,6 +60,13 @@ pub struct Application {
 struct StopSignals {
     terminate: Signal,
     interrupt: Signal,
+    /// SIGHUP: read the TLS certificate and key again.
+    hangup: Signal,
+}
+
+enum SignalEvent {
+    Stop(&'static str),
+    Reload,
 }
 
 impl StopSignals {
@@ -66,13 +74,15 @@ impl StopSignals {
         Ok(Self {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn recv(&mut self) -> &'static str {
+    async fn recv(&mut self) -> SignalEvent {
         tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => SignalEvent::Stop("SIGTERM"),
+            _ = self.interrupt.recv() => SignalEvent::Stop("SIGINT"),
+            _ = self.hangup.recv() => SignalEvent::Reload,
         }
     }
 }
@@ -86,6 +96,11 @@ impl Application {
             .local_addr()
             .context("cannot read the bound address")?;
         let issuer = config.issuer_for(address)?;
+        // Then the certificate, before anything is written: a wrong file stops the start early.
+        let certificate = match &config.tls {
+            Some(files) => Some(Arc::new(tls::ReloadableCert::load(files.clone())?)),
+            None => None,
+        };
 
         let stores = open_stores(config)?;
         let rng: Arc<dyn portcullis_core::Random> = Arc::new(OsRandom);
@@ -148,6 +163,14 @@ impl Application {
             rng,
         });
         let max_body = config.max_body_bytes;
+        // Responses reach browsers over https when the issuer is https (TLS here or at a
+        // proxy in front): HSTS then tells them never to try plain http.
+        let hsts = issuer.is_https().then(|| {
+            format!(
+                "max-age={}; includeSubDomains",
+                config.hsts_max_age.as_secs()
+            )
+        });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -156,7 +179,7 @@ impl Application {
                 .app_data(web::JsonConfig::default().limit(max_body))
                 .wrap(from_fn(rate_limit::per_ip))
                 .wrap(from_fn(refuse_oversized))
-                .wrap(security_headers())
+                .wrap(security_headers(hsts.clone()))
                 .wrap(ErrorHandlers::new().default_handler(errors::replace_framework_errors))
                 .wrap(from_fn(request_id::middleware))
                 .configure(|cfg| routes::configure(cfg, max_body))
@@ -167,10 +190,15 @@ impl Application {
         if config.workers > 0 {
             server = server.workers(config.workers);
         }
-        let server = server
-            .listen(listener)
-            .context("cannot start the HTTP server")?
-            .run();
+        let server = match &certificate {
+            Some(cert) => server
+                .listen_rustls_0_23(listener, tls::server_config(cert.clone())?)
+                .context("cannot start the HTTPS server")?,
+            None => server
+                .listen(listener)
+                .context("cannot start the HTTP server")?,
+        }
+        .run();
         let stop_signals =
             StopSignals::install().context("cannot listen for SIGTERM and SIGINT")?;
         Ok(Self {
@@ -180,6 +208,7 @@ impl Application {
             initial_admin,
             stop_signals,
             maintenance,
+            certificate,
         })
     }
 
@@ -203,14 +232,31 @@ impl Application {
             server,
             mut stop_signals,
             maintenance,
+            certificate,
             ..
         } = self;
         let schedule = tokio::spawn(maintenance.run());
         let handle = server.handle();
         tokio::spawn(async move {
-            let which = stop_signals.recv().await;
-            tracing::info!(signal = which, "stopping: finishing requests in flight");
-            handle.stop(true).await;
+            loop {
+                match stop_signals.recv().await {
+                    SignalEvent::Stop(which) => {
+                        tracing::info!(signal = which, "stopping: finishing requests in flight");
+                        handle.stop(true).await;
+                        return;
+                    }
+                    SignalEvent::Reload => match &certificate {
+                        Some(cert) => match cert.reload() {
+                            Ok(()) => tracing::info!("TLS certificate reloaded"),
+                            Err(e) => tracing::error!(
+                                error = format!("{e:#}"),
+                                "TLS certificate not reloaded; the one in use stays"
+                            ),
+                        },
+                        None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                    },
+                }
+            }
         });
         let served = server.await;
         schedule.abort();
@@ -256,8 +302,12 @@ fn metadata(issuer: &IssuerUrl) -> Vec<u8> {
 /// Headers for every response. The CSP has no `form-action`: Chrome and Safari apply it to
 /// the redirects after a form post too, and the sign-in and consent forms end, by design, in a
 /// redirect to the client's (registered, exactly matched) redirect URI on another origin.
-fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
+fn security_headers(hsts: Option<String>) -> DefaultHeaders {
+    let headers = match hsts.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        Some(value) => DefaultHeaders::new().add((header::STRICT_TRANSPORT_SECURITY, value)),
+        None => DefaultHeaders::new(),
+    };
+    headers
         .add((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .add((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         .add((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
