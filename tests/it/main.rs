@@ -22,3 +22,4 @@ mod oauth;
 mod rotation;
 mod serve;
 mod tls;
+mod totp;

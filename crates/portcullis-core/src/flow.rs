@@ -15,6 +15,9 @@ pub enum SessionStage {
     /// The password was right but must be changed first: this session reaches nothing but the
     /// change-password form.
     PasswordChange,
+    /// The password was right and the second factor is due: this session reaches nothing
+    /// but the code form.
+    SecondFactor,
     SignedIn,
 }
 
@@ -23,14 +26,20 @@ impl SessionStage {
         match self {
             Self::Anonymous => "anonymous",
             Self::PasswordChange => "password_change",
+            Self::SecondFactor => "second_factor",
             Self::SignedIn => "authenticated",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Anonymous, Self::PasswordChange, Self::SignedIn]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        [
+            Self::Anonymous,
+            Self::PasswordChange,
+            Self::SecondFactor,
+            Self::SignedIn,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
     }
 }
 

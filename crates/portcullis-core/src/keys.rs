@@ -288,6 +288,46 @@ impl MasterKeys {
         }
     }
 
+    /// Seals a small secret (a TOTP secret, say) under the current master key, bound to
+    /// `context` (such as `totp:<user id>`): `v1.<master key id>.<base64url(nonce ‖ sealed)>`.
+    pub fn seal_value(
+        &self,
+        context: &str,
+        plaintext: &[u8],
+        rng: &dyn Random,
+    ) -> Result<String, KeyError> {
+        let sealed = self.current.seal(context, plaintext, rng)?;
+        let body = sealed.strip_prefix("v1.").unwrap_or(&sealed);
+        Ok(format!("v1.{}.{body}", self.current.id))
+    }
+
+    /// Opens what [`Self::seal_value`] sealed for the same `context`, with whichever master
+    /// key sealed it.
+    pub fn open_value(
+        &self,
+        context: &str,
+        sealed: &str,
+    ) -> Result<secrecy::SecretSlice<u8>, KeyError> {
+        let unsealable = || KeyError::Unsealable {
+            kid: context.to_owned(),
+        };
+        let rest = sealed.strip_prefix("v1.").ok_or_else(unsealable)?;
+        let (master_id, body) = rest.split_once('.').ok_or_else(unsealable)?;
+        let as_key = StoredKey {
+            kid: context.to_owned(),
+            alg: SigningAlg::EdDsa,
+            state: KeyState::Revoked,
+            public_jwk: String::new(),
+            sealed_private_key: format!("v1.{body}"),
+            master_key_id: master_id.to_owned(),
+            created_at: UnixTime::from_secs(0),
+            activates_at: None,
+            retired_at: None,
+            remove_after: None,
+        };
+        self.open(&as_key)
+    }
+
     /// The key sealed under the current master key; the same key otherwise (the `kid`, the
     /// public half and so every token it signed stay valid).
     pub fn reseal(&self, key: &StoredKey, rng: &dyn Random) -> Result<StoredKey, KeyError> {

@@ -21,6 +21,7 @@ pub mod password;
 pub mod random;
 pub mod secret;
 pub mod store;
+pub mod totp;
 pub mod users;
 
 #[cfg(test)]

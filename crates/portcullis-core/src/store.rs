@@ -8,6 +8,7 @@ use crate::key_lifecycle::{KeyChanges, LifecycleError};
 use crate::keys::{KeyError, StoredKey};
 use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserId, UserStatus};
 use crate::password::PasswordHash;
+use crate::secret::TokenHash;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -140,4 +141,44 @@ pub trait GrantStore: Send + Sync {
 /// Whether the database answers; `/readyz` asks.
 pub trait HealthCheck: Send + Sync {
     fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A user's second factor: the sealed TOTP secret, the last step used, recovery codes.
+pub trait TotpStore: Send + Sync {
+    /// The sealed secret and the last step accepted, for a user who has enrolled.
+    fn totp(&self, user: UserId) -> Result<Option<(String, Option<i64>)>, StoreError>;
+
+    /// Enrols the user: the sealed secret, the step of the code that confirmed it, and the
+    /// recovery codes' hashes (replacing any). False: no such user.
+    fn enable_totp(
+        &self,
+        user: UserId,
+        sealed_secret: &str,
+        step: i64,
+        recovery: &[TokenHash],
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Records `step` as used if it is later than the last step used, atomically: false is a
+    /// replay (or an older code after a newer one), also when two nodes race.
+    fn use_totp_step(&self, user: UserId, step: i64) -> Result<bool, StoreError>;
+
+    /// Uses up a recovery code; false when the user has no such unused code.
+    fn use_recovery_code(
+        &self,
+        user: UserId,
+        hash: &TokenHash,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    fn recovery_codes_left(&self, user: UserId) -> Result<u32, StoreError>;
+
+    /// Removes the user's TOTP secret and recovery codes and records `event` in the audit
+    /// trail, in one transaction. False: no such user.
+    fn reset_totp(
+        &self,
+        user: UserId,
+        event: &crate::audit::AuditEvent,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
 }

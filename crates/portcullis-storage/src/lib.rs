@@ -13,13 +13,14 @@ mod keys;
 pub mod schema;
 #[cfg(feature = "test-db")]
 pub mod test_db;
+mod totp;
 mod users;
 
 use std::sync::Arc;
 
 use portcullis_core::flow::FlowStore;
 use portcullis_core::store::{
-    ClientStore, GrantStore, HealthCheck, KeyStore, StoreError, UserStore,
+    ClientStore, GrantStore, HealthCheck, KeyStore, StoreError, TotpStore, UserStore,
 };
 
 pub use db::{Database, DatabaseUrl, InvalidDatabaseUrl, OpenError, PoolOptions, redact_url};
@@ -61,6 +62,7 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub grants: Arc<dyn GrantStore>,
     pub flow: Arc<dyn FlowStore>,
+    pub totp: Arc<dyn TotpStore>,
 }
 
 impl Stores {
@@ -72,6 +74,7 @@ impl Stores {
             health: store.clone(),
             keys: store.clone(),
             grants: store.clone(),
+            totp: store.clone(),
             flow: store,
         }
     }

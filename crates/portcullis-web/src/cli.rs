@@ -93,6 +93,10 @@ pub enum UserCommand {
     Disable(UserRef),
     /// Enable a disabled user.
     Enable(UserRef),
+    /// Turn off a user's two-step verification (a lost device): their TOTP secret and
+    /// recovery codes are removed, and the audit log records it. They can enrol again after
+    /// signing in with their password.
+    ResetTotp(UserRef),
 }
 
 #[derive(Debug, Args)]

@@ -81,6 +81,25 @@ pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Disable(r) => set_status(config, &r.username, UserStatus::Disabled),
         UserCommand::Enable(r) => set_status(config, &r.username, UserStatus::Active),
+        UserCommand::ResetTotp(r) => {
+            let username = Username::parse(&r.username).context("username")?;
+            let stores = startup::open_stores(config)?;
+            let user = stores
+                .users
+                .find_user_by_username(&username)?
+                .ok_or_else(|| anyhow!("there is no user named {username}"))?;
+            let event = portcullis_core::audit::AuditEvent::new(
+                "user.totp_reset",
+                "cli",
+                format!("user:{}", user.id),
+                json!({ "username": username.as_str(), "was_enabled": user.totp_enabled }),
+            );
+            if !stores.totp.reset_totp(user.id, &event, SystemClock.now())? {
+                bail!("there is no user named {username}");
+            }
+            println!("Two-step verification of {username} is off; they can set it up again.");
+            Ok(())
+        }
     }
 }
 

@@ -12,6 +12,9 @@ pub const END_SESSION: &str = "/oauth2/logout";
 pub const LOGIN: &str = "/login";
 pub const CHANGE_PASSWORD: &str = "/login/password";
 pub const CONSENT: &str = "/consent";
+pub const SECOND_FACTOR: &str = "/login/totp";
+pub const ACCOUNT: &str = "/account";
+pub const ACCOUNT_TOTP: &str = "/account/totp";
 
 /// `path?return_to=…`: a page that sends the person back to `return_to` when done.
 pub fn with_return_to(path: &str, return_to: &str) -> String {

@@ -309,6 +309,9 @@ fn group_of(path: &str) -> Option<&'static str> {
         | paths::CONSENT
         | paths::LOGIN
         | paths::CHANGE_PASSWORD
+        | paths::SECOND_FACTOR
+        | paths::ACCOUNT
+        | paths::ACCOUNT_TOTP
         | paths::END_SESSION => Some("browser"),
         _ => None,
     }

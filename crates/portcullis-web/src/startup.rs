@@ -158,6 +158,8 @@ impl Application {
                     .context("rate_limit.redis_url")?,
             ),
             limits: Arc::new(config.rate_limits.clone()),
+            totp: stores.totp.clone(),
+            masters: masters.clone(),
             client_quotas: Arc::default(),
             clock,
             rng,

@@ -30,6 +30,9 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Random>,
     pub limiter: Arc<RateLimiter>,
+    pub totp: Arc<dyn portcullis_core::store::TotpStore>,
+    /// The master keys, which also seal TOTP secrets.
+    pub masters: Arc<portcullis_core::keys::MasterKeys>,
     pub limits: Arc<RateLimits>,
     /// Each client's quota, as last seen when it authenticated on this node: the per-client
     /// limit is counted before the client is looked up.

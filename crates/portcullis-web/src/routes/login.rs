@@ -16,13 +16,14 @@ use crate::paths;
 use crate::session;
 use crate::state::AppState;
 
-/// Where a sign-in may return to: only our own authorization endpoint (or the start page),
-/// never an address an attacker chose.
+/// Where a sign-in may return to: only our own authorization endpoint, the account page or
+/// the start page, never an address an attacker chose.
 pub fn safe_return_to(raw: Option<&str>) -> String {
     match raw {
         Some(r)
-            if r.strip_prefix(paths::AUTHORIZE)
-                .is_some_and(|query| query.starts_with('?'))
+            if (r == paths::ACCOUNT
+                || r.strip_prefix(paths::AUTHORIZE)
+                    .is_some_and(|query| query.starts_with('?')))
                 && r.len() <= 8192
                 && !r.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\') =>
         {
@@ -32,11 +33,11 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
     }
 }
 
-const ACCOUNT_POLICY: &str = "login-account";
+pub(crate) const ACCOUNT_POLICY: &str = "login-account";
 
 /// The account a sign-in attempt is counted against: the name as typed, in the form names are
 /// compared in (so `Alice` and `alice` share a count), at most 128 characters.
-fn account_key(typed: &str) -> String {
+pub(crate) fn account_key(typed: &str) -> String {
     match Username::parse(typed) {
         Ok(name) => name.to_string(),
         Err(_) => typed.trim().to_lowercase().chars().take(128).collect(),
@@ -45,7 +46,7 @@ fn account_key(typed: &str) -> String {
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
-    return_to: Option<String>,
+    pub(crate) return_to: Option<String>,
     login_hint: Option<String>,
 }
 
@@ -136,9 +137,20 @@ pub async fn show(
 }
 
 enum Outcome {
-    SignedIn { token: String },
-    MustChange { token: String },
-    Refused { token: String, username: String },
+    SignedIn {
+        token: String,
+    },
+    MustChange {
+        token: String,
+    },
+    /// The password was right; the account's failure count stays until the code is too.
+    SecondFactor {
+        token: String,
+    },
+    Refused {
+        token: String,
+        username: String,
+    },
     Expired,
 }
 
@@ -216,7 +228,9 @@ pub async fn submit(
         );
         match user {
             Some(u) if matches && u.status == UserStatus::Active => {
-                let stage = if u.password_change_required {
+                let stage = if u.totp_enabled {
+                    SessionStage::SecondFactor
+                } else if u.password_change_required {
                     SessionStage::PasswordChange
                 } else {
                     SessionStage::SignedIn
@@ -225,10 +239,10 @@ pub async fn submit(
                 st.flow.delete_session(&old.id)?;
                 tracing::info!(user = %u.id, stage = stage.as_str(), "password accepted");
                 let token = fresh.reveal().to_owned();
-                Ok(if stage == SessionStage::SignedIn {
-                    Outcome::SignedIn { token }
-                } else {
-                    Outcome::MustChange { token }
+                Ok(match stage {
+                    SessionStage::SignedIn => Outcome::SignedIn { token },
+                    SessionStage::SecondFactor => Outcome::SecondFactor { token },
+                    _ => Outcome::MustChange { token },
                 })
             }
             _ => {
@@ -260,6 +274,14 @@ pub async fn submit(
         }
         Outcome::MustChange { token } => {
             let target = paths::with_return_to(paths::CHANGE_PASSWORD, &return_to);
+            let mut res = HttpResponse::SeeOther()
+                .insert_header((LOCATION, target))
+                .finish();
+            res.add_cookie(&session::cookie(&state, &token, session::ANONYMOUS_TTL))?;
+            Ok(res)
+        }
+        Outcome::SecondFactor { token } => {
+            let target = paths::with_return_to(paths::SECOND_FACTOR, &return_to);
             let mut res = HttpResponse::SeeOther()
                 .insert_header((LOCATION, target))
                 .finish();

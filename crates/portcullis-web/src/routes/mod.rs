@@ -1,5 +1,6 @@
 //! The routes, one module per family. Each path is a resource, so a wrong method gets 405.
 
+mod account;
 mod authorize;
 mod discovery;
 mod health;
@@ -7,6 +8,7 @@ mod home;
 pub(crate) mod login;
 mod logout;
 mod oauth;
+mod second_factor;
 mod userinfo;
 
 use actix_web::web;
@@ -38,6 +40,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             web::resource(paths::LOGIN)
                 .get(login::show)
                 .post(login::submit),
+        )
+        .service(
+            web::resource(paths::SECOND_FACTOR)
+                .get(second_factor::show)
+                .post(second_factor::submit),
+        )
+        .service(web::resource(paths::ACCOUNT).get(account::show))
+        .service(
+            web::resource(paths::ACCOUNT_TOTP)
+                .get(account::show_setup)
+                .post(account::submit_setup),
         )
         .service(
             web::resource(paths::CHANGE_PASSWORD)
