@@ -335,3 +335,52 @@ async fn every_limited_endpoint_says_how_much_is_left() {
         "discovery and keys are not limited"
     );
 }
+
+/// Case 48: a sign-in posted from another site is refused, whatever it carries.
+#[tokio::test]
+async fn a_sign_in_posted_from_another_site_is_refused() {
+    let app = app_with(|_| {}).await;
+    let grace = unique("grace");
+    add_user(&app, &grace);
+    let csrf = login_form(&app).await;
+    let form = [
+        ("csrf_token", csrf.as_str()),
+        ("return_to", "/"),
+        ("username", grace.as_str()),
+        ("password", PASSWORD),
+    ];
+    for (name, value) in [
+        ("origin", "https://evil.test"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let res = app
+            .http
+            .post(app.url("/login"))
+            .header(name, value)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{name}: {value}");
+        assert!(res.headers().get("set-cookie").is_none());
+    }
+    // The browser's own post (its Origin is null under no-referrer, or ours) goes through.
+    for origin in ["null", app.base.as_str()] {
+        let csrf = login_form(&app).await;
+        let res = app
+            .http
+            .post(app.url("/login"))
+            .header("origin", origin)
+            .header("sec-fetch-site", "same-origin")
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("return_to", "/"),
+                ("username", grace.as_str()),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303, "{origin}");
+    }
+}

@@ -130,16 +130,41 @@ pub fn fresh_enough(session: &Session, max_age: Option<u64>, now: UnixTime) -> b
 }
 
 /// For a form post: the session token, once the form's CSRF token matches it. Otherwise the
-/// status to answer with: 400 without a session, 403 for a wrong or missing CSRF token.
+/// status to answer with: 403 for a post a browser says came from another site, 400 without a
+/// session, 403 for a wrong or missing CSRF token.
 pub fn form_token(
     req: &HttpRequest,
     state: &AppState,
     csrf: Option<&str>,
 ) -> Result<String, actix_web::http::StatusCode> {
     use actix_web::http::StatusCode;
+    if cross_site(req, state) {
+        return Err(StatusCode::FORBIDDEN);
+    }
     let token = token_from(req, state).ok_or(StatusCode::BAD_REQUEST)?;
     if !csrf_ok(&token, csrf.unwrap_or_default()) {
         return Err(StatusCode::FORBIDDEN);
     }
     Ok(token)
+}
+
+/// Whether the browser says the post comes from another site: `Sec-Fetch-Site: cross-site`,
+/// or an `Origin` that is not the issuer's. (No header at all is not evidence either way:
+/// the CSRF token still decides.)
+fn cross_site(req: &HttpRequest, state: &AppState) -> bool {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if header("sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
+        return true;
+    }
+    // Our pages send `Referrer-Policy: no-referrer`, under which browsers send `Origin: null`
+    // for their own form posts: that is no evidence either.
+    match header("origin") {
+        Some(origin) if origin != "null" => origin != state.issuer.as_str(),
+        _ => false,
+    }
 }
