@@ -15,6 +15,9 @@ pub const CONSENT: &str = "/consent";
 pub const SECOND_FACTOR: &str = "/login/totp";
 pub const ACCOUNT: &str = "/account";
 pub const ACCOUNT_TOTP: &str = "/account/totp";
+/// The admin UI and API live under this path.
+pub const ADMIN: &str = "/admin";
+pub const ADMIN_PREFIX: &str = "/admin/";
 
 /// `path?return_to=…`: a page that sends the person back to `return_to` when done.
 pub fn with_return_to(path: &str, return_to: &str) -> String {

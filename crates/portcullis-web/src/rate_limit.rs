@@ -313,6 +313,8 @@ fn group_of(path: &str) -> Option<&'static str> {
         | paths::ACCOUNT
         | paths::ACCOUNT_TOTP
         | paths::END_SESSION => Some("browser"),
+        // Everything an operator reaches (the admin UI and API) is limited as one group.
+        _ if path == paths::ADMIN || path.starts_with(paths::ADMIN_PREFIX) => Some("admin"),
         _ => None,
     }
 }
@@ -450,5 +452,31 @@ mod tests {
         }
         assert!(!limiter.hit("login", "alice", quota()).await.allowed);
         assert_eq!(limiter.status(), "memory (redis unavailable)");
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::group_of;
+
+    #[test]
+    fn every_public_endpoint_is_in_a_limited_group() {
+        for (path, group) in [
+            ("/oauth2/token", Some("oauth")),
+            ("/oauth2/introspect", Some("oauth")),
+            ("/oauth2/revoke", Some("oauth")),
+            ("/oauth2/userinfo", Some("userinfo")),
+            ("/oauth2/authorize", Some("browser")),
+            ("/login", Some("browser")),
+            ("/login/totp", Some("browser")),
+            ("/consent", Some("browser")),
+            ("/admin", Some("admin")),
+            ("/admin/api/users", Some("admin")),
+            ("/administrator", None),
+            ("/.well-known/jwks.json", None),
+            ("/healthz", None),
+        ] {
+            assert_eq!(group_of(path), group, "{path}");
+        }
     }
 }
