@@ -132,19 +132,27 @@ fn issuer_label(state: &AppState) -> String {
         )
 }
 
+/// The signed-in user who may enrol: one without TOTP yet (the others go to the account page).
+async fn enrolling_user(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+) -> Result<Result<(String, User), HttpResponse>, InternalError> {
+    Ok(match signed_in_user(req, state).await? {
+        Ok((_, user)) if user.totp_enabled => Err(HttpResponse::SeeOther()
+            .insert_header((LOCATION, paths::ACCOUNT))
+            .finish()),
+        other => other,
+    })
+}
+
 pub async fn show_setup(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, InternalError> {
-    let (token, user) = match signed_in_user(&req, &state).await? {
+    let (token, user) = match enrolling_user(&req, &state).await? {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
-    if user.totp_enabled {
-        return Ok(HttpResponse::SeeOther()
-            .insert_header((LOCATION, paths::ACCOUNT))
-            .finish());
-    }
     let secret = TotpSecret::generate(state.rng.as_ref()).map_err(anyhow::Error::from)?;
     Ok(setup_page(&state, &token, &user, &secret, None)?)
 }
@@ -165,15 +173,10 @@ pub async fn submit_setup(
     if let Err(status) = session::form_token(&req, &state, form.csrf_token.as_deref()) {
         return Ok(error_response(&req, status));
     }
-    let (token, user) = match signed_in_user(&req, &state).await? {
+    let (token, user) = match enrolling_user(&req, &state).await? {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
-    if user.totp_enabled {
-        return Ok(HttpResponse::SeeOther()
-            .insert_header((LOCATION, paths::ACCOUNT))
-            .finish());
-    }
     // A pending secret sealed for someone else, or altered, does not open.
     let Some(secret) = form
         .pending
