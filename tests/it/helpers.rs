@@ -80,8 +80,9 @@ pub async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
+    /// `path` on this node, by the address it is bound to (several nodes share one issuer).
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("http://{}{path}", self.address)
     }
 
     /// Registers a client straight through the store; returns its id and secret.

@@ -308,3 +308,33 @@ async fn an_operator_can_reset_a_lost_second_factor() {
         [("user.totp_reset".to_owned(), Some("cli".to_owned()))]
     );
 }
+
+#[tokio::test]
+async fn totp_secrets_follow_the_master_key_when_it_changes() {
+    let app = app("20/1d").await;
+    add_user(&app, "dave");
+    let b = browser();
+    password_step(&app, &b, "dave").await;
+    let (secret, _) = enrol(&app, &b).await;
+    let new_key = portcullis_core::keys::MasterKey::generate(&portcullis_core::OsRandom)
+        .unwrap()
+        .to_base64();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path());
+    cmd.env("PORTCULLIS__DATABASE__URL", app.db.raw_url())
+        .env("PORTCULLIS__KEYS__MASTER_KEY", &new_key)
+        .env("PORTCULLIS__KEYS__PREVIOUS_MASTER_KEY", &app.master_key);
+    let out = run(cmd, &["keys", "rewrap"], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("1 TOTP secret(s)"), "{}", out.stdout);
+    // A node with only the new master key opens the secret: dave signs in with a code.
+    let mut settings = test_settings(&app.db);
+    settings.keys.master_key = Some(new_key);
+    settings.server.issuer = Some(app.base.clone());
+    let node = spawn_with(app.db.clone(), settings).await.unwrap();
+    let c = browser();
+    password_step(&node, &c, "dave").await;
+    let ahead = secret.code_for(UnixTime::from_secs(now().as_secs() + 30));
+    let res = code_step(&node, &c, &ahead).await;
+    assert_eq!(res.status(), 303, "the code step works on the new key");
+}

@@ -328,6 +328,26 @@ impl MasterKeys {
         self.open(&as_key)
     }
 
+    /// A value sealed by [`Self::seal_value`], sealed again under the current master key;
+    /// `None` when it already is.
+    pub fn reseal_value(
+        &self,
+        context: &str,
+        sealed: &str,
+        rng: &dyn Random,
+    ) -> Result<Option<String>, KeyError> {
+        let under = sealed
+            .strip_prefix("v1.")
+            .and_then(|rest| rest.split_once('.'))
+            .map(|(id, _)| id);
+        if under == Some(self.current.id.as_str()) {
+            return Ok(None);
+        }
+        let plain = self.open_value(context, sealed)?;
+        self.seal_value(context, plain.expose_secret(), rng)
+            .map(Some)
+    }
+
     /// The key sealed under the current master key; the same key otherwise (the `kid`, the
     /// public half and so every token it signed stay valid).
     pub fn reseal(&self, key: &StoredKey, rng: &dyn Random) -> Result<StoredKey, KeyError> {
@@ -913,5 +933,40 @@ mod tests {
             ring2.verify::<serde_json::Value>(&token, None),
             Err(TokenError::UnknownKey)
         ));
+    }
+}
+
+#[cfg(test)]
+mod sealed_value_tests {
+    use super::*;
+    use crate::testing::SeededRandom;
+
+    #[test]
+    fn a_sealed_value_moves_to_a_new_master_key() {
+        let rng = SeededRandom::new(8);
+        let old = MasterKey::generate(&rng).unwrap();
+        let old_text = old.to_base64();
+        let before = MasterKeys::new(old, None);
+        let sealed = before.seal_value("totp:u1", b"secret bytes", &rng).unwrap();
+        assert!(
+            before
+                .reseal_value("totp:u1", &sealed, &rng)
+                .unwrap()
+                .is_none()
+        );
+        let new = MasterKey::generate(&rng).unwrap();
+        let new_text = new.to_base64();
+        let both = MasterKeys::new(new, Some(MasterKey::from_base64(&old_text).unwrap()));
+        let moved = both
+            .reseal_value("totp:u1", &sealed, &rng)
+            .unwrap()
+            .unwrap();
+        let after = MasterKeys::new(MasterKey::from_base64(&new_text).unwrap(), None);
+        let opened = after.open_value("totp:u1", &moved).unwrap();
+        assert_eq!(opened.expose_secret(), b"secret bytes");
+        assert!(
+            after.open_value("totp:u2", &moved).is_err(),
+            "bound to its context"
+        );
     }
 }

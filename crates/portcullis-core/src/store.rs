@@ -173,6 +173,12 @@ pub trait TotpStore: Send + Sync {
 
     fn recovery_codes_left(&self, user: UserId) -> Result<u32, StoreError>;
 
+    /// Every enrolled user's sealed secret, for resealing under a new master key.
+    fn sealed_totp_secrets(&self) -> Result<Vec<(UserId, String)>, StoreError>;
+
+    /// Replaces a sealed secret if it is still `old` (a re-enrolment meanwhile wins).
+    fn reseal_totp_secret(&self, user: UserId, old: &str, new: &str) -> Result<bool, StoreError>;
+
     /// Removes the user's TOTP secret and recovery codes and records `event` in the audit
     /// trail, in one transaction. False: no such user.
     fn reset_totp(

@@ -111,6 +111,36 @@ impl TotpStore for DieselStore {
         Ok(u32::try_from(left).unwrap_or(0))
     }
 
+    fn sealed_totp_secrets(&self) -> Result<Vec<(UserId, String)>, StoreError> {
+        let mut conn = self.conn()?;
+        let rows: Vec<(String, Option<String>)> = users::table
+            .filter(users::totp_secret_enc.is_not_null())
+            .select((users::id, users::totp_secret_enc))
+            .load(&mut conn)
+            .map_err(from_diesel)?;
+        rows.into_iter()
+            .filter_map(|(id, sealed)| sealed.map(|s| (id, s)))
+            .map(|(id, sealed)| {
+                let id =
+                    uuid::Uuid::parse_str(&id).map_err(|e| crate::error::corrupt("users.id", e))?;
+                Ok((UserId(id), sealed))
+            })
+            .collect()
+    }
+
+    fn reseal_totp_secret(&self, user: UserId, old: &str, new: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let changed = diesel::update(
+            users::table
+                .find(user.to_string())
+                .filter(users::totp_secret_enc.eq(old)),
+        )
+        .set(users::totp_secret_enc.eq(new))
+        .execute(&mut conn)
+        .map_err(from_diesel)?;
+        Ok(changed == 1)
+    }
+
     fn reset_totp(
         &self,
         user: UserId,

@@ -389,11 +389,24 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Rewrap => {
             let changes = maintenance.rotator().rewrap(Actor("cli"))?;
-            if changes.update.is_empty() {
-                println!("Every signing key is already sealed under the configured master key.");
+            // TOTP secrets are sealed under the master key too.
+            let mut secrets = 0;
+            for (user, sealed) in stores.totp.sealed_totp_secrets()? {
+                let context = format!("totp:{user}");
+                if let Some(fresh) = maintenance
+                    .masters
+                    .reseal_value(&context, &sealed, &OsRandom)
+                    .with_context(|| format!("the TOTP secret of user {user}"))?
+                    && stores.totp.reseal_totp_secret(user, &sealed, &fresh)?
+                {
+                    secrets += 1;
+                }
+            }
+            if changes.update.is_empty() && secrets == 0 {
+                println!("Everything is already sealed under the configured master key.");
             } else {
                 println!(
-                    "Resealed {} signing key(s) under master key {}. keys.previous_master_key can now be removed.",
+                    "Resealed {} signing key(s) and {secrets} TOTP secret(s) under master key {}. keys.previous_master_key can now be removed.",
                     changes.update.len(),
                     maintenance.masters.current().id()
                 );
