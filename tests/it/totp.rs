@@ -41,6 +41,10 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
+async fn text_of(b: &reqwest::Client, url: &str) -> String {
+    b.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// Signs in with the password; returns where the server sends the browser next.
 async fn password_step(app: &TestApp, b: &reqwest::Client, user: &str) -> String {
     let page = b
@@ -175,14 +179,7 @@ async fn enrolment_then_a_code_at_every_sign_in_once_each() {
             .contains("Set up two-step verification")
     );
     let (secret, codes) = enrol(&app, &first).await;
-    let account = first
-        .get(app.url("/account"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let account = text_of(&first, &app.url("/account")).await;
     assert!(account.contains("10 recovery codes left"), "{account}");
 
     // A new sign-in stops at the code step, which is all the session reaches.
@@ -239,14 +236,7 @@ async fn enrolment_then_a_code_at_every_sign_in_once_each() {
     password_step(&app, &e, "alice").await;
     let res = code_step(&app, &e, &codes[0]).await;
     assert!(res.text().await.unwrap().contains("not right"), "used once");
-    let account = d
-        .get(app.url("/account"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let account = text_of(&d, &app.url("/account")).await;
     assert!(account.contains("9 recovery codes left"));
 }
 
