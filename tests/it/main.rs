@@ -10,6 +10,7 @@
 )]
 
 mod architecture;
+mod audit;
 mod catalogue;
 mod cli;
 mod config_doc;

@@ -2,6 +2,8 @@
 //! and chained: each record's hash covers its own fields and the previous record's hash, so
 //! that removing or editing a row breaks every hash after it.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -30,7 +32,7 @@ impl Outcome {
 /// An event to record. `event_type` is a dotted name such as `signing_key.revoked`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
-    pub event_type: &'static str,
+    pub event_type: Cow<'static, str>,
     pub outcome: Outcome,
     /// Who acted: `user:<id>`, `client:<id>`, `cli`, or `system` (the server on its own).
     pub actor: String,
@@ -53,7 +55,7 @@ impl AuditEvent {
         details: serde_json::Value,
     ) -> Self {
         Self {
-            event_type,
+            event_type: Cow::Borrowed(event_type),
             outcome: Outcome::Success,
             actor: actor.into(),
             subject: Some(subject.into()),
@@ -131,9 +133,79 @@ pub fn record_hash(
         .collect()
 }
 
+/// Where the chain breaks: the first record that does not follow from the one before it.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("audit record {seq} {reason}")]
+pub struct BrokenChain {
+    pub seq: i64,
+    pub reason: &'static str,
+}
+
+/// Checks records in order: each one's hash is right for its fields and names the hash before
+/// it, and no sequence number is missing. `previous` is the last record already checked
+/// (`None` at the start of the trail).
+pub fn verify_chain<'a>(
+    previous: Option<&AuditRecord>,
+    records: impl IntoIterator<Item = &'a AuditRecord>,
+) -> Result<(), BrokenChain> {
+    let (mut seq, mut hash) = match previous {
+        Some(p) => (p.seq, p.hash.clone()),
+        None => (0, GENESIS_HASH.to_owned()),
+    };
+    for r in records {
+        if r.seq != seq + 1 {
+            return Err(BrokenChain {
+                seq: seq + 1,
+                reason: "is missing",
+            });
+        }
+        if r.prev_hash != hash {
+            return Err(BrokenChain {
+                seq: r.seq,
+                reason: "does not follow the record before it",
+            });
+        }
+        if record_hash(r.seq, &r.id, r.occurred_at, &r.event, &r.prev_hash) != r.hash {
+            return Err(BrokenChain {
+                seq: r.seq,
+                reason: "was changed after it was written",
+            });
+        }
+        seq = r.seq;
+        hash = r.hash.clone();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verification_names_the_first_broken_record() {
+        let event = AuditEvent::new("user.login", "user:1", "user:1", serde_json::json!({}));
+        let mut chain = Vec::new();
+        let mut prev = GENESIS_HASH.to_owned();
+        for seq in 1..=4 {
+            let r = AuditRecord::chain(
+                seq,
+                format!("id{seq}"),
+                UnixTime::from_secs(seq),
+                event.clone(),
+                &prev,
+            );
+            prev = r.hash.clone();
+            chain.push(r);
+        }
+        assert_eq!(verify_chain(None, &chain), Ok(()));
+        let mut edited = chain.clone();
+        edited[2].event.actor = "someone else".into();
+        assert_eq!(verify_chain(None, &edited).unwrap_err().seq, 3);
+        let mut removed = chain.clone();
+        removed.remove(1);
+        assert_eq!(verify_chain(None, &removed).unwrap_err().seq, 2);
+        assert_eq!(verify_chain(Some(&chain[1]), &chain[2..]), Ok(()));
+    }
 
     #[test]
     fn each_hash_covers_the_fields_and_the_previous_hash() {

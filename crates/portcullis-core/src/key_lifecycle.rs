@@ -649,7 +649,7 @@ mod tests {
         let gone = w.tick();
         assert_eq!(gone.delete.len(), 3);
         assert_eq!(w.states(SigningAlg::Es256), [KeyState::Current]);
-        let kinds: Vec<_> = gone.events.iter().map(|e| e.event_type).collect();
+        let kinds: Vec<_> = gone.events.iter().map(|e| e.event_type.as_ref()).collect();
         assert!(
             kinds.iter().all(|k| *k == "signing_key.removed"),
             "{kinds:?}"
@@ -702,7 +702,7 @@ mod tests {
             changes
                 .events
                 .iter()
-                .map(|e| e.event_type)
+                .map(|e| e.event_type.as_ref())
                 .collect::<Vec<_>>(),
             [
                 "signing_key.revoked",

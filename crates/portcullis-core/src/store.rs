@@ -188,3 +188,16 @@ pub trait TotpStore: Send + Sync {
         now: UnixTime,
     ) -> Result<bool, StoreError>;
 }
+
+/// The audit trail: appended to, read in order, never changed.
+pub trait AuditStore: Send + Sync {
+    /// Appends `events` at `now`, chained after the last record, in one transaction.
+    fn record(&self, events: &[crate::audit::AuditEvent], now: UnixTime) -> Result<(), StoreError>;
+
+    /// Records after `after_seq`, in chain order, at most `limit`.
+    fn audit_records(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::AuditRecord>, StoreError>;
+}

@@ -2,9 +2,12 @@
 
 use diesel::prelude::*;
 use portcullis_core::UnixTime;
-use portcullis_core::audit::{AuditEvent, AuditRecord, GENESIS_HASH};
+use portcullis_core::audit::{AuditEvent, AuditRecord, GENESIS_HASH, Outcome};
+use portcullis_core::store::{AuditStore, StoreError};
 
-use crate::db::DbConnection;
+use crate::DieselStore;
+use crate::db::{DbConnection, write_tx};
+use crate::error::{corrupt, from_diesel};
 use crate::schema::audit_events;
 
 /// Appends `events` after the last record. Callers run this inside a writing transaction;
@@ -41,7 +44,7 @@ pub(crate) fn append(
                 audit_events::seq.eq(record.seq),
                 audit_events::id.eq(&record.id),
                 audit_events::occurred_at.eq(record.occurred_at.as_secs()),
-                audit_events::event_type.eq(e.event_type),
+                audit_events::event_type.eq(e.event_type.as_ref()),
                 audit_events::outcome.eq(e.outcome.as_str()),
                 audit_events::actor.eq(Some(&e.actor)),
                 audit_events::subject.eq(e.subject.as_deref()),
@@ -57,4 +60,72 @@ pub(crate) fn append(
         prev = record.hash;
     }
     Ok(())
+}
+
+#[derive(Queryable)]
+struct AuditRow {
+    seq: i64,
+    id: String,
+    occurred_at: i64,
+    event_type: String,
+    outcome: String,
+    actor: Option<String>,
+    subject: Option<String>,
+    client_id: Option<String>,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+    details: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl AuditRow {
+    fn into_record(self) -> Result<AuditRecord, StoreError> {
+        let outcome = match self.outcome.as_str() {
+            "success" => Outcome::Success,
+            "failure" => Outcome::Failure,
+            other => return Err(corrupt("audit_events.outcome", other)),
+        };
+        let details =
+            serde_json::from_str(&self.details).map_err(|e| corrupt("audit_events.details", e))?;
+        Ok(AuditRecord {
+            seq: self.seq,
+            id: self.id,
+            occurred_at: UnixTime::from_secs(self.occurred_at),
+            event: AuditEvent {
+                event_type: self.event_type.into(),
+                outcome,
+                actor: self.actor.unwrap_or_default(),
+                subject: self.subject,
+                client_id: self.client_id,
+                source_ip: self.source_ip,
+                user_agent: self.user_agent,
+                request_id: self.request_id,
+                details,
+            },
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
+impl AuditStore for DieselStore {
+    fn record(&self, events: &[AuditEvent], now: UnixTime) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| append(conn, events, now)).map_err(from_diesel)
+    }
+
+    fn audit_records(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut conn = self.conn()?;
+        audit_events::table
+            .filter(audit_events::seq.gt(after_seq))
+            .order(audit_events::seq)
+            .limit(i64::from(limit))
+            .load::<AuditRow>(&mut conn)
+            .map_err(from_diesel)?
+            .into_iter()
+            .map(AuditRow::into_record)
+            .collect()
+    }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use portcullis_core::flow::FlowStore;
 use portcullis_core::store::{
-    ClientStore, GrantStore, HealthCheck, KeyStore, StoreError, TotpStore, UserStore,
+    AuditStore, ClientStore, GrantStore, HealthCheck, KeyStore, StoreError, TotpStore, UserStore,
 };
 
 pub use db::{Database, DatabaseUrl, InvalidDatabaseUrl, OpenError, PoolOptions, redact_url};
@@ -63,6 +63,7 @@ pub struct Stores {
     pub grants: Arc<dyn GrantStore>,
     pub flow: Arc<dyn FlowStore>,
     pub totp: Arc<dyn TotpStore>,
+    pub audit: Arc<dyn AuditStore>,
 }
 
 impl Stores {
@@ -75,6 +76,7 @@ impl Stores {
             keys: store.clone(),
             grants: store.clone(),
             totp: store.clone(),
+            audit: store.clone(),
             flow: store,
         }
     }

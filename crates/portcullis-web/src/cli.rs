@@ -45,9 +45,19 @@ pub enum Command {
     /// Manage the signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Read the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check that no audit record was removed or changed: every record's hash must cover its
+    /// fields and the record before it. Names the first broken record and exits 1 if not.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

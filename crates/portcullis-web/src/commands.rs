@@ -20,7 +20,7 @@ use portcullis_core::{Clock, OsRandom, SystemClock, UnixTime};
 use serde_json::{Value, json};
 
 use crate::cli::{
-    ClientCommand, ClientCreate, ConfigCommand, KeysCommand, UserCommand, UserCreate,
+    AuditCommand, ClientCommand, ClientCreate, ConfigCommand, KeysCommand, UserCommand, UserCreate,
 };
 use crate::key_maintenance::KeyMaintenance;
 use crate::settings::{Config, Seconds, Settings};
@@ -315,6 +315,26 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+pub fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::Verify = command;
+    let stores = startup::open_stores(config)?;
+    let mut last: Option<portcullis_core::audit::AuditRecord> = None;
+    let mut count = 0usize;
+    loop {
+        let after = last.as_ref().map_or(0, |r| r.seq);
+        let page = stores.audit.audit_records(after, 1000)?;
+        if page.is_empty() {
+            break;
+        }
+        portcullis_core::audit::verify_chain(last.as_ref(), &page)
+            .map_err(|broken| anyhow!("the audit trail is broken: {broken}"))?;
+        count += page.len();
+        last = page.into_iter().last();
+    }
+    println!("The audit trail is intact: {count} record(s), each following from the one before.");
+    Ok(())
 }
 
 pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {

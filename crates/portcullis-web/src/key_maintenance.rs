@@ -98,7 +98,7 @@ impl KeyMaintenance {
 pub fn log_changes(changes: &KeyChanges) {
     for event in &changes.events {
         tracing::info!(
-            event = event.event_type,
+            event = %event.event_type,
             key = event.subject.as_deref().unwrap_or_default(),
             details = %event.details,
             "signing key changed"

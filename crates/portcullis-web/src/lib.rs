@@ -1,6 +1,7 @@
 //! Portcullis web: the actix-web application, its pages, configuration, and the commands of
 //! the `portcullis` binary. `startup` composes everything; handlers see only core's traits.
 
+pub mod audit;
 pub mod cli;
 pub mod client_ip;
 pub mod commands;
@@ -97,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::User(c) => commands::user(&config, c),
                 Command::Client(c) => commands::client(&config, c),
                 Command::Keys(c) => commands::keys(&config, c),
+                Command::Audit(c) => commands::audit(&config, c),
                 Command::Config(c) => commands::config(&settings, &config, c),
             }
         }

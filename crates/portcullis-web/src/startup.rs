@@ -159,6 +159,7 @@ impl Application {
             ),
             limits: Arc::new(config.rate_limits.clone()),
             totp: stores.totp.clone(),
+            audit: stores.audit.clone(),
             masters: masters.clone(),
             client_quotas: Arc::default(),
             clock,

@@ -31,6 +31,7 @@ pub struct AppState {
     pub rng: Arc<dyn Random>,
     pub limiter: Arc<RateLimiter>,
     pub totp: Arc<dyn portcullis_core::store::TotpStore>,
+    pub audit: Arc<dyn portcullis_core::store::AuditStore>,
     /// The master keys, which also seal TOTP secrets.
     pub masters: Arc<portcullis_core::keys::MasterKeys>,
     pub limits: Arc<RateLimits>,

@@ -210,7 +210,19 @@ pub async fn submit_setup(
     )?;
     let st = state.clone();
     let id = user.id;
-    web::block(move || st.totp.enable_totp(id, &sealed, step, &hashes, now)).await??;
+    let event = crate::audit::Origin::of(&req, &state).event(
+        "user.totp_enabled",
+        portcullis_core::audit::Outcome::Success,
+        format!("user:{id}"),
+        Some(format!("user:{id}")),
+        serde_json::json!({}),
+    );
+    web::block(move || -> anyhow::Result<()> {
+        st.totp.enable_totp(id, &sealed, step, &hashes, now)?;
+        crate::audit::record(&st, event);
+        Ok(())
+    })
+    .await??;
     tracing::info!(user = %user.id, "two-step verification turned on");
     Ok(pages::render(
         StatusCode::OK,

@@ -12,12 +12,14 @@ use portcullis_core::model::UserStatus;
 use portcullis_core::oauth::ErrorCode;
 use serde::Deserialize;
 
+use crate::audit;
 use crate::errors::{InternalError, error_response};
 use crate::pages::{self, ConsentPage, ErrorPage, describe_scopes};
 use crate::paths;
 use crate::routes::login::safe_return_to;
 use crate::session;
 use crate::state::AppState;
+use portcullis_core::audit::Outcome as AuditOutcome;
 
 /// A malformed or repeated parameter before anything is validated: a page, never a redirect.
 pub fn query_error(err: QueryPayloadError, req: &HttpRequest) -> actix_web::Error {
@@ -281,6 +283,7 @@ pub async fn consent(
         return Ok(error_response(&req, StatusCode::BAD_REQUEST));
     };
     let allow = form.decision.as_deref() == Some("allow");
+    let origin = audit::Origin::of(&req, &state);
     let st = state.clone();
     let outcome = web::block(move || -> anyhow::Result<Result<String, String>> {
         let Some(session) = session::signed_in(&st, &token)? else {
@@ -297,7 +300,20 @@ pub async fn consent(
         let Some(user) = session.user_id else {
             return Ok(Ok(return_to));
         };
+        let mut event = origin.event(
+            if allow {
+                "consent.granted"
+            } else {
+                "consent.denied"
+            },
+            AuditOutcome::Success,
+            format!("user:{user}"),
+            Some(format!("user:{user}")),
+            serde_json::json!({ "scope": ar.scope.to_string() }),
+        );
+        event.client_id = Some(ar.client.id.to_string());
         if !allow {
+            audit::record(&st, event);
             let denied = ar.refuse(ErrorCode::AccessDenied, "the user did not allow access");
             return Ok(Ok(match denied {
                 AuthorizeError::Redirect(r) => r.url(&st.issuer),
@@ -306,6 +322,7 @@ pub async fn consent(
         }
         st.flow
             .save_consent(user, &ar.client.id, &ar.scope, st.clock.now())?;
+        audit::record(&st, event);
         Ok(Ok(return_to))
     })
     .await??;

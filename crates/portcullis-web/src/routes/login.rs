@@ -10,11 +10,13 @@ use portcullis_core::model::UserStatus;
 use portcullis_core::password::Password;
 use serde::Deserialize;
 
+use crate::audit;
 use crate::errors::{InternalError, error_response};
 use crate::pages::{self, ChangePasswordPage, LoginPage};
 use crate::paths;
 use crate::session;
 use crate::state::AppState;
+use portcullis_core::audit::Outcome as AuditOutcome;
 
 /// Where a sign-in may return to: only our own authorization endpoint, the account page or
 /// the start page, never an address an attacker chose.
@@ -185,8 +187,21 @@ pub async fn submit(
                 .hit("login-ip", &ip, limits.login_attempts_per_ip)
                 .await,
         );
+    let origin = audit::Origin::of(&req, &state);
     if !throttle.allowed {
         tracing::info!("sign-in refused: too many attempts");
+        let typed = audit::typed(form.username.as_deref().unwrap_or_default());
+        audit::record_async(
+            &state,
+            origin.event(
+                "user.login_throttled",
+                AuditOutcome::Failure,
+                "anonymous".into(),
+                Some(format!("username:{typed}")),
+                serde_json::json!({ "retry_after": throttle.reset }),
+            ),
+        )
+        .await;
         let minutes = throttle.reset.div_ceil(60).max(1);
         let message = format!(
             "Too many sign-in attempts. Try again in {minutes} minute{}.",
@@ -238,6 +253,16 @@ pub async fn submit(
                 let (_, fresh) = session::create(&st, stage, Some((u.id, vec!["pwd".to_owned()])))?;
                 st.flow.delete_session(&old.id)?;
                 tracing::info!(user = %u.id, stage = stage.as_str(), "password accepted");
+                audit::record(
+                    &st,
+                    origin.event(
+                        "user.login",
+                        AuditOutcome::Success,
+                        format!("user:{}", u.id),
+                        Some(format!("user:{}", u.id)),
+                        serde_json::json!({ "next": stage.as_str() }),
+                    ),
+                );
                 let token = fresh.reveal().to_owned();
                 Ok(match stage {
                     SessionStage::SignedIn => Outcome::SignedIn { token },
@@ -247,6 +272,18 @@ pub async fn submit(
             }
             _ => {
                 tracing::info!("sign-in refused");
+                // The same record whether the name exists or not; the typed name is kept
+                // (never the password) so that an operator sees what was tried.
+                audit::record(
+                    &st,
+                    origin.event(
+                        "user.login",
+                        AuditOutcome::Failure,
+                        "anonymous".into(),
+                        Some(format!("username:{}", audit::typed(&typed))),
+                        serde_json::json!({}),
+                    ),
+                );
                 Ok(Outcome::Refused {
                     token,
                     username: typed.chars().take(64).collect(),

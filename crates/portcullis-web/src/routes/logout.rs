@@ -9,10 +9,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::domain::ClientId;
 use serde::Deserialize;
 
+use crate::audit;
 use crate::errors::{InternalError, error_response};
 use crate::pages::{self, ErrorPage, LogoutConfirmPage, SignedOutPage};
 use crate::session;
 use crate::state::AppState;
+use portcullis_core::audit::Outcome as AuditOutcome;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LogoutParams {
@@ -40,6 +42,8 @@ enum Plan {
     },
     SignOut {
         session_id: Option<String>,
+        /// Who is signed out, for the audit trail.
+        user: Option<portcullis_core::model::UserId>,
         redirect: Option<String>,
     },
 }
@@ -119,6 +123,7 @@ fn plan(
     let Some(session) = session.filter(|s| s.user_id.is_some()) else {
         return Ok(Plan::SignOut {
             session_id: None,
+            user: None,
             redirect,
         });
     };
@@ -128,6 +133,7 @@ fn plan(
     if hint_matches || confirmed {
         return Ok(Plan::SignOut {
             session_id: Some(session.id),
+            user: session.user_id,
             redirect,
         });
     }
@@ -164,15 +170,27 @@ async fn handle(
     }
     let st = state.clone();
     let tok = token.clone();
+    let origin = audit::Origin::of(&req, &state);
     let (plan, p) = web::block(move || -> anyhow::Result<(Plan, LogoutParams)> {
         let plan = plan(&st, &p, tok.as_deref(), confirmed)?;
         if let Plan::SignOut {
             session_id: Some(id),
+            user,
             ..
         } = &plan
         {
             st.flow.delete_session(id)?;
             tracing::info!("signed out");
+            audit::record(
+                &st,
+                origin.event(
+                    "user.logout",
+                    AuditOutcome::Success,
+                    user.map_or_else(|| "anonymous".to_owned(), |u| format!("user:{u}")),
+                    user.map(|u| format!("user:{u}")),
+                    serde_json::json!({ "client_id": p.client_id }),
+                ),
+            );
         }
         Ok((plan, p))
     })

@@ -16,8 +16,10 @@ use portcullis_core::store::StoreError;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::audit;
 use crate::rate_limit::{self, Decision};
 use crate::state::AppState;
+use portcullis_core::audit::Outcome as AuditOutcome;
 
 /// An OAuth error on the wire.
 #[derive(Debug)]
@@ -74,9 +76,10 @@ async fn client_limits(state: &AppState, client_id: &str) -> Result<Decision, OA
     Ok(requests)
 }
 
-/// Counts a failed client authentication against the client id it named.
+/// Counts a failed client authentication against the client id it named, and records it.
 async fn count_failure<T>(
-    state: &AppState,
+    state: &web::Data<AppState>,
+    origin: &audit::Origin,
     client_id: &str,
     result: &Result<T, OAuthErrorResponse>,
 ) {
@@ -87,6 +90,15 @@ async fn count_failure<T>(
             .limiter
             .hit(AUTH_FAILURES, client_id, state.limits.client_auth_failures)
             .await;
+        let mut event = origin.event(
+            "client.auth_failure",
+            AuditOutcome::Failure,
+            format!("client:{}", audit::typed(client_id)),
+            Some(format!("client:{}", audit::typed(client_id))),
+            serde_json::json!({}),
+        );
+        event.client_id = Some(audit::typed(client_id));
+        audit::record_async(state, event).await;
     }
 }
 
@@ -264,6 +276,7 @@ pub async fn token(
         .transpose()
         .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e))?;
     let client_id = presented.client_id().to_owned();
+    let origin = audit::Origin::of(&req, &state);
     let limit = client_limits(&state, &client_id).await?;
     // The closure runs on a blocking thread, outside this span: carry the span across.
     let span = tracing::Span::current();
@@ -303,7 +316,7 @@ pub async fn token(
         }
     })
     .await;
-    count_failure(&state, &client_id, &response).await;
+    count_failure(&state, &origin, &client_id, &response).await;
     let mut res = no_store(HttpResponse::Ok().json(response?));
     limit.write_headers(res.headers_mut());
     Ok(res)
@@ -343,6 +356,7 @@ async fn on_token<T: Send + 'static>(
         .token
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     let client_id = presented.client_id().to_owned();
+    let origin = audit::Origin::of(&req, &state);
     let limit = client_limits(&state, &client_id).await?;
     let st = state.clone();
     let result = blocking(move || {
@@ -351,7 +365,7 @@ async fn on_token<T: Send + 'static>(
         act(&st, &client, &token).map_err(OAuthError::from_store)
     })
     .await;
-    count_failure(&state, &client_id, &result).await;
+    count_failure(&state, &origin, &client_id, &result).await;
     Ok((result?, limit))
 }
 
@@ -395,19 +409,31 @@ pub async fn revoke(
     form: web::Form<TokenRefForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthErrorResponse> {
+    let origin = audit::Origin::of(&req, &state);
     let ((), limit) = on_token(
         req,
         form.into_inner(),
         state,
         Callers::AnyClient,
-        |st, client, token| {
+        move |st, client, token| {
             oauth::revoke(
                 &st.oauth_context(),
                 st.grants.as_ref(),
                 Some(st.flow.as_ref()),
                 client,
                 token,
-            )
+            )?;
+            // The token itself is never recorded; RFC 7009 answers alike for unknown ones.
+            let mut event = origin.event(
+                "token.revocation",
+                AuditOutcome::Success,
+                format!("client:{}", client.id),
+                None,
+                serde_json::json!({}),
+            );
+            event.client_id = Some(client.id.to_string());
+            audit::record(st, event);
+            Ok(())
         },
     )
     .await?;

@@ -9,12 +9,14 @@ use portcullis_core::flow::{Session, SessionStage};
 use portcullis_core::totp::{self, TotpCode, TotpSecret};
 use serde::Deserialize;
 
+use crate::audit;
 use crate::errors::{InternalError, error_response};
 use crate::pages::{self, TotpLoginPage};
 use crate::routes::login::{ACCOUNT_POLICY, LoginQuery, safe_return_to};
 use crate::session;
 use crate::state::AppState;
 use crate::{paths, rate_limit};
+use portcullis_core::audit::Outcome as AuditOutcome;
 
 #[derive(Debug, Deserialize)]
 pub struct CodeForm {
@@ -109,8 +111,20 @@ pub async fn submit(
             state.limits.login_failures_per_account,
         )
         .await;
+    let origin = audit::Origin::of(&req, &state);
     if !throttle.allowed {
         tracing::info!("second factor refused: too many attempts");
+        audit::record_async(
+            &state,
+            origin.event(
+                "user.login_throttled",
+                AuditOutcome::Failure,
+                format!("user:{}", user.id),
+                Some(format!("user:{}", user.id)),
+                serde_json::json!({ "step": "second_factor", "retry_after": throttle.reset }),
+            ),
+        )
+        .await;
         let mut res = page(
             StatusCode::TOO_MANY_REQUESTS,
             &session::csrf_for(&token),
@@ -147,6 +161,25 @@ pub async fn submit(
                 .totp
                 .use_recovery_code(user.id, &totp::recovery_hash(&typed), now)?,
         };
+        let kind = if TotpCode::parse(&typed).is_some() {
+            "totp"
+        } else {
+            "recovery_code"
+        };
+        audit::record(
+            &st,
+            origin.event(
+                "user.second_factor",
+                if accepted {
+                    AuditOutcome::Success
+                } else {
+                    AuditOutcome::Failure
+                },
+                format!("user:{}", user.id),
+                Some(format!("user:{}", user.id)),
+                serde_json::json!({ "method": kind }),
+            ),
+        );
         if !accepted {
             tracing::info!(user = %user.id, "second factor refused");
             return Ok(Checked::Wrong);
