@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use portcullis_storage::schema::audit_events;
 use portcullis_storage::{Database, PoolOptions};
 
-use crate::flow::alice_tokens;
+use crate::flow::{alice_tokens, refresh_with};
 use crate::helpers::{PASSWORD, TestApp, command, hidden, run, spawn_app};
 
 type Row = (
@@ -79,6 +79,11 @@ async fn each_security_event_is_one_record_and_the_chain_shows_tampering() {
         .await;
     assert_eq!(res.status(), 401);
     let refresh = tokens["refresh_token"].as_str().unwrap();
+    // A refresh token used twice: the second use is a replay.
+    let rotated = refresh_with(&app, &rp, refresh, None).await;
+    assert!(rotated["refresh_token"].is_string());
+    let replay = refresh_with(&app, &rp, refresh, None).await;
+    assert_eq!(replay["error"], "invalid_grant");
     let res = app
         .post_basic(
             "/oauth2/revoke",
@@ -105,6 +110,7 @@ async fn each_security_event_is_one_record_and_the_chain_shows_tampering() {
         ("consent.granted", "success"),
         ("client.auth_failure", "failure"),
         ("token.revocation", "success"),
+        ("oauth.refresh_token_reuse", "failure"),
         ("user.logout", "success"),
     ] {
         assert_eq!(

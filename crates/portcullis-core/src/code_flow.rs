@@ -144,7 +144,8 @@ pub fn exchange_code(
         Redemption::Replayed { .. } => {
             return Err(invalid_grant(
                 "the code was already used; the tokens issued for it are revoked",
-            ));
+            )
+            .with_event("oauth.code_reuse"));
         }
         Redemption::Invalid => return Err(invalid_grant("the code is invalid or expired")),
     };
@@ -235,7 +236,8 @@ pub fn refresh(
         Redemption::Replayed { .. } => {
             return Err(invalid_grant(
                 "the refresh token was already used; its whole family is revoked",
-            ));
+            )
+            .with_event("oauth.refresh_token_reuse"));
         }
         Redemption::Invalid => {
             return Err(invalid_grant(

@@ -70,6 +70,8 @@ pub struct OAuthError {
     pub basic_challenge: bool,
     /// For a server error: the cause, for the log only; never sent.
     pub cause: Option<String>,
+    /// A security event the refusal stands for (a replayed code, say), for the audit trail.
+    pub security_event: Option<&'static str>,
 }
 
 impl OAuthError {
@@ -90,6 +92,16 @@ impl OAuthError {
             description,
             basic_challenge: false,
             cause: None,
+            security_event: None,
+        }
+    }
+
+    /// The same refusal, marked as the security event `event` (for the audit trail).
+    #[must_use]
+    pub fn with_event(self, event: &'static str) -> Self {
+        Self {
+            security_event: Some(event),
+            ..self
         }
     }
 

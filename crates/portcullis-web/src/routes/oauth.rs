@@ -270,6 +270,7 @@ pub async fn token(
         .grant_type
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
     tracing::Span::current().record("grant_type", grant_type.as_str());
+    let grant_kind = audit::typed(&grant_type);
     let scope = form
         .scope
         .map(|s| ScopeSet::parse(&s))
@@ -317,6 +318,20 @@ pub async fn token(
     })
     .await;
     count_failure(&state, &origin, &client_id, &response).await;
+    if let Err(e) = &response
+        && let Some(kind) = e.error.security_event
+    {
+        // A replayed code or refresh token: its grant is revoked; the trail says so.
+        let mut event = origin.event(
+            kind,
+            AuditOutcome::Failure,
+            format!("client:{}", audit::typed(&client_id)),
+            None,
+            serde_json::json!({ "grant_type": grant_kind }),
+        );
+        event.client_id = Some(audit::typed(&client_id));
+        audit::record_async(&state, event).await;
+    }
     let mut res = no_store(HttpResponse::Ok().json(response?));
     limit.write_headers(res.headers_mut());
     Ok(res)
