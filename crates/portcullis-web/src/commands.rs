@@ -283,6 +283,14 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
                 overlap,
             )?;
             let previous_until = rfc3339(record.created_at.plus(overlap));
+            let mut event = portcullis_core::audit::AuditEvent::new(
+                "client.secret_rotated",
+                "cli",
+                format!("client:{id}"),
+                json!({ "secret_id": record.id.hyphenated().to_string(), "overlap_seconds": overlap.as_secs() }),
+            );
+            event.client_id = Some(id.to_string());
+            stores.audit.record(&[event], SystemClock.now())?;
             if args.json {
                 return print_json(&json!({
                     "client_id": id.as_str(),
@@ -311,6 +319,14 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
             {
                 bail!("client {id} has no live secret {secret_id}");
             }
+            let mut event = portcullis_core::audit::AuditEvent::new(
+                "client.secret_revoked",
+                "cli",
+                format!("client:{id}"),
+                json!({ "secret_id": secret_id.hyphenated().to_string() }),
+            );
+            event.client_id = Some(id.to_string());
+            stores.audit.record(&[event], SystemClock.now())?;
             println!("Revoked secret {secret_id} of client {id}.");
             Ok(())
         }
