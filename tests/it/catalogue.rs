@@ -208,13 +208,7 @@ async fn code_for(app: &TestApp, client: &str, verifier: &str) -> String {
         ("username", "alice".to_owned()),
         ("password", PASSWORD.to_owned()),
     ];
-    let signed = app
-        .http
-        .post(app.url("/login"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let signed = app.post_form("/login", &form).await;
     assert_eq!(signed.status(), 303);
     let res = app.http.get(&start).send().await.unwrap();
     query_param(&location(&res), "code").expect("first-party client: straight to the code")

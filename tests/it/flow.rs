@@ -91,13 +91,7 @@ async fn sign_in_and_allow(app: &TestApp, start: &str, user: &str) -> String {
         ("username", user.to_owned()),
         ("password", PASSWORD.to_owned()),
     ];
-    let res = app
-        .http
-        .post(app.url("/login"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_form("/login", &form).await;
     assert_eq!(res.status(), 303, "signed in");
     let new_cookie = res
         .headers()
@@ -128,13 +122,7 @@ async fn sign_in_and_allow(app: &TestApp, start: &str, user: &str) -> String {
         ("return_to", hidden(&html, "return_to")),
         ("decision", "allow".to_owned()),
     ];
-    let res = app
-        .http
-        .post(app.url("/consent"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_form("/consent", &form).await;
     assert_eq!(res.status(), 303);
     let res = app.http.get(app.url(&location(&res))).send().await.unwrap();
     assert_eq!(res.status(), 303);
@@ -153,12 +141,7 @@ async fn exchange(app: &TestApp, rp: &Rp, code: &str, verifier: &str) -> reqwest
         None => {
             let mut with_id = form.to_vec();
             with_id.push(("client_id", &rp.id));
-            app.http
-                .post(app.url("/oauth2/token"))
-                .form(&with_id)
-                .send()
-                .await
-                .unwrap()
+            app.post_form("/oauth2/token", &with_id).await
         }
     }
 }
@@ -297,20 +280,7 @@ async fn a_replayed_code_fails_and_revokes_what_it_gave() {
 #[tokio::test]
 async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let app = spawn_app().await;
-    add_user(&app, "alice");
-    let rp = web_client(&app, "RP1");
-    let pkce = pkce();
-    let back = sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
-    let first: Value = exchange(
-        &app,
-        &rp,
-        &query_param(&back, "code").unwrap(),
-        &pkce.verifier,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let (rp, first) = alice_tokens(&app).await;
     let secret = rp.secret.clone().unwrap();
     let refresh = |t: String| {
         let (app, rp, secret) = (&app, &rp, secret.clone());
@@ -531,12 +501,7 @@ async fn wrong_passwords_and_forged_forms_are_refused_alike() {
                 ("username", user.to_owned()),
                 ("password", password.to_owned()),
             ];
-            app.http
-                .post(app.url("/login"))
-                .form(&form)
-                .send()
-                .await
-                .unwrap()
+            app.post_form("/login", &form).await
         }
     };
     let wrong = try_login("alice", "wrong password", csrf.clone()).await;
@@ -559,13 +524,7 @@ async fn wrong_passwords_and_forged_forms_are_refused_alike() {
         403,
         "a form without the session's CSRF token is refused"
     );
-    let consent_forged = app
-        .http
-        .post(app.url("/consent"))
-        .form(&[("decision", "allow")])
-        .send()
-        .await
-        .unwrap();
+    let consent_forged = app.post_form("/consent", &[("decision", "allow")]).await;
     assert!(consent_forged.status() == 403 || consent_forged.status() == 400);
 }
 
@@ -690,20 +649,8 @@ pub(crate) async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::
 #[tokio::test]
 async fn logout_ends_the_session_and_returns_to_a_registered_uri() {
     let app = spawn_app().await;
-    add_user(&app, "alice");
-    let rp = web_client(&app, "RP1");
+    let (rp, tokens) = alice_tokens(&app).await;
     let pkce = pkce();
-    let back = sign_in_and_allow(&app, &authorize_url(&app, &rp, &pkce, &[]), "alice").await;
-    let tokens: Value = exchange(
-        &app,
-        &rp,
-        &query_param(&back, "code").unwrap(),
-        &pkce.verifier,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
     let id_token = tokens["id_token"].as_str().unwrap();
     // An unregistered return address is refused with a page.
     let bad = logout(
@@ -777,13 +724,7 @@ async fn the_first_administrator_must_change_the_password_before_anything_else()
         ("username", "admin".to_owned()),
         ("password", crate::helpers::ADMIN_PASSWORD.to_owned()),
     ];
-    let res = app
-        .http
-        .post(app.url("/login"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_form("/login", &form).await;
     assert_eq!(res.status(), 303);
     let change = location(&res);
     assert!(
@@ -818,12 +759,7 @@ async fn the_first_administrator_must_change_the_password_before_anything_else()
                 ("new_password", new.to_owned()),
                 ("confirm_password", confirm.to_owned()),
             ];
-            app.http
-                .post(app.url("/login/password"))
-                .form(&form)
-                .send()
-                .await
-                .unwrap()
+            app.post_form("/login/password", &form).await
         }
     };
     let differ = attempt("a new long password", "another one")

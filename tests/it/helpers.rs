@@ -134,6 +134,16 @@ impl TestApp {
         (id, secret.unwrap())
     }
 
+    /// POSTs a form with the browser's cookies.
+    pub async fn post_form(&self, path: &str, form: &impl serde::Serialize) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// POSTs a form with Basic credentials.
     pub async fn post_basic(
         &self,

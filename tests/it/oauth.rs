@@ -187,13 +187,7 @@ async fn client_secret_post_and_form_encoded_basic_credentials() {
         ("client_id", id.as_str()),
         ("client_secret", secret.as_str()),
     ];
-    let res = app
-        .http
-        .post(app.url("/oauth2/token"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_form("/oauth2/token", &form).await;
     assert_eq!(res.status(), 200);
     // The method is the one registered: the same secret over Basic is refused.
     let res = app
@@ -227,13 +221,7 @@ async fn failed_client_authentication_is_401_with_a_basic_challenge() {
         assert!(challenge.unwrap().starts_with("Basic"), "{body}");
     }
     // No credentials at all.
-    let res = app
-        .http
-        .post(app.url("/oauth2/token"))
-        .form(&cc)
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_form("/oauth2/token", &cc).await;
     assert_oauth_error(res, 401, &["invalid_client"]).await;
     // Malformed Basic headers.
     for header in ["Basic !!!", "Basic", "Bearer abc", "Basic Zm9v"] {

@@ -254,16 +254,28 @@ impl FlowStore for DieselStore {
     ) -> Result<Redemption<(CodeRecord, Grant)>, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
-            // Another client's code is not this client's to spend (or to revoke by replaying).
-            let owner: Option<String> = authorization_codes::table
+            let row: Option<(CodeRow, String)> = authorization_codes::table
                 .inner_join(grants::table)
                 .filter(authorization_codes::code_hash.eq(hash.as_str()))
-                .select(grants::client_id)
+                .select((
+                    (
+                        authorization_codes::grant_id,
+                        authorization_codes::redirect_uri,
+                        authorization_codes::nonce,
+                        authorization_codes::code_challenge,
+                        authorization_codes::created_at,
+                        authorization_codes::expires_at,
+                    ),
+                    grants::client_id,
+                ))
                 .first(conn)
                 .optional()?;
-            if owner.as_deref() != Some(client.as_str()) {
+            // Another client's code is not this client's to spend (or to revoke by replaying).
+            let Some(((grant_id, redirect_uri, nonce, challenge, created_at, expires_at), _)) =
+                row.filter(|(_, owner)| owner == client.as_str())
+            else {
                 return Ok(Redemption::Invalid);
-            }
+            };
             // The conditional update is the single-use guarantee: of two concurrent requests,
             // exactly one changes a row.
             let claimed = diesel::update(
@@ -273,22 +285,6 @@ impl FlowStore for DieselStore {
             )
             .set(authorization_codes::consumed_at.eq(now.as_secs()))
             .execute(conn)?;
-            let row: Option<CodeRow> = authorization_codes::table
-                .find(hash.as_str())
-                .select((
-                    authorization_codes::grant_id,
-                    authorization_codes::redirect_uri,
-                    authorization_codes::nonce,
-                    authorization_codes::code_challenge,
-                    authorization_codes::created_at,
-                    authorization_codes::expires_at,
-                ))
-                .first(conn)
-                .optional()?;
-            let Some((grant_id, redirect_uri, nonce, challenge, created_at, expires_at)) = row
-            else {
-                return Ok(Redemption::Invalid);
-            };
             if claimed == 0 {
                 revoke(conn, &grant_id, "authorization code reused", now)?;
                 return Ok(Redemption::Replayed { grant_id });
@@ -327,15 +323,22 @@ impl FlowStore for DieselStore {
     ) -> Result<Redemption<Grant>, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
-            let owner: Option<String> = refresh_tokens::table
+            // Another client's token is not this client's to spend (or to revoke by replaying).
+            let row: Option<(String, i64, String)> = refresh_tokens::table
                 .inner_join(grants::table)
                 .filter(refresh_tokens::token_hash.eq(old.as_str()))
-                .select(grants::client_id)
+                .select((
+                    refresh_tokens::grant_id,
+                    refresh_tokens::expires_at,
+                    grants::client_id,
+                ))
                 .first(conn)
                 .optional()?;
-            if owner.as_deref() != Some(client.as_str()) {
+            let Some((grant_id, expires_at, _)) =
+                row.filter(|(_, _, owner)| owner == client.as_str())
+            else {
                 return Ok(Redemption::Invalid);
-            }
+            };
             let claimed = diesel::update(
                 refresh_tokens::table
                     .find(old.as_str())
@@ -343,14 +346,6 @@ impl FlowStore for DieselStore {
             )
             .set(refresh_tokens::used_at.eq(now.as_secs()))
             .execute(conn)?;
-            let row: Option<(String, i64)> = refresh_tokens::table
-                .find(old.as_str())
-                .select((refresh_tokens::grant_id, refresh_tokens::expires_at))
-                .first(conn)
-                .optional()?;
-            let Some((grant_id, expires_at)) = row else {
-                return Ok(Redemption::Invalid);
-            };
             if claimed == 0 {
                 revoke(conn, &grant_id, "refresh token reused", now)?;
                 return Ok(Redemption::Replayed { grant_id });
