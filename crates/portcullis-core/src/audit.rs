@@ -68,6 +68,17 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// The same event, naming the client it concerns.
+    #[must_use]
+    pub fn for_client(self, client_id: impl Into<String>) -> Self {
+        Self {
+            client_id: Some(client_id.into()),
+            ..self
+        }
+    }
+}
+
 /// An event as stored: its place in the chain and the hashes that bind it there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {

@@ -140,13 +140,14 @@ pub enum RotateSecretError {
 
 /// Gives a confidential client a new secret. The previous one keeps working for `overlap`, so
 /// the application can be redeployed with the new secret before the old one stops; anything
-/// older is revoked at once.
+/// older is revoked at once. The audit trail records it, as done by `actor`.
 pub fn rotate_secret(
     store: &dyn ClientStore,
     rng: &dyn Random,
     clock: &dyn Clock,
     id: &ClientId,
     overlap: std::time::Duration,
+    actor: &str,
 ) -> Result<(ClientSecretRecord, PlainToken), RotateSecretError> {
     let client = store
         .find_client(id)?
@@ -162,7 +163,17 @@ pub fn rotate_secret(
         created_at: now,
         expires_at: None,
     };
-    if !store.rotate_client_secret(id, &record, now.plus(overlap))? {
+    let event = crate::audit::AuditEvent::new(
+        "client.secret_rotated",
+        actor,
+        format!("client:{id}"),
+        serde_json::json!({
+            "secret_id": record.id.hyphenated().to_string(),
+            "overlap_seconds": overlap.as_secs(),
+        }),
+    )
+    .for_client(id.as_str());
+    if !store.rotate_client_secret(id, &record, now.plus(overlap), &event)? {
         return Err(RotateSecretError::NoSuchClient(id.clone()));
     }
     Ok((record, secret))

@@ -87,20 +87,24 @@ pub trait ClientStore: Send + Sync {
 
     /// Adds `new` to the client's secrets in one transaction: the newest live secret before it
     /// stays valid until `old_expires_at` (or its own earlier expiry), any older one is revoked,
-    /// so a client holds at most two. Returns false when there is no such client.
+    /// so a client holds at most two. `event` goes to the audit trail in the same transaction.
+    /// Returns false when there is no such client.
     fn rotate_client_secret(
         &self,
         id: &ClientId,
         new: &ClientSecretRecord,
         old_expires_at: UnixTime,
+        event: &crate::audit::AuditEvent,
     ) -> Result<bool, StoreError>;
 
-    /// Revokes one secret of the client at `now`. Returns false when it has no such live secret.
+    /// Revokes one secret of the client at `now`, with `event` in the audit trail. Returns
+    /// false when it has no such live secret.
     fn revoke_client_secret(
         &self,
         id: &ClientId,
         secret_id: uuid::Uuid,
         now: UnixTime,
+        event: &crate::audit::AuditEvent,
     ) -> Result<bool, StoreError>;
 
     /// The client's secrets that are neither revoked nor expired at `now`.

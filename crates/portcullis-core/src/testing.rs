@@ -238,6 +238,7 @@ impl ClientStore for MemoryStore {
         id: &ClientId,
         new: &ClientSecretRecord,
         old_expires_at: UnixTime,
+        _event: &crate::audit::AuditEvent,
     ) -> Result<bool, StoreError> {
         self.with_secrets(id, |secrets| {
             let now = new.created_at;
@@ -261,6 +262,7 @@ impl ClientStore for MemoryStore {
         id: &ClientId,
         secret_id: uuid::Uuid,
         _now: UnixTime,
+        _event: &crate::audit::AuditEvent,
     ) -> Result<bool, StoreError> {
         self.with_secrets(id, |secrets| {
             let before = secrets.len();

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use portcullis_core::UnixTime;
+use portcullis_core::audit::AuditEvent;
 use portcullis_core::domain::{
     ClientAuthMethod, ClientId, ClientName, GrantType, InvalidInput, RedirectUri, ScopeSet,
     TierName,
@@ -13,7 +14,7 @@ use portcullis_core::secret::TokenHash;
 use portcullis_core::store::{ClientStore, StoreError};
 
 use crate::DieselStore;
-use crate::db::write_tx;
+use crate::db::{DbConnection, write_tx};
 use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
 use crate::schema::{client_secrets, clients};
 
@@ -151,15 +152,7 @@ impl ClientStore for DieselStore {
                     }
                 })?;
             if let Some(secret) = secret {
-                diesel::insert_into(client_secrets::table)
-                    .values((
-                        client_secrets::id.eq(secret.id.hyphenated().to_string()),
-                        client_secrets::client_id.eq(client.id.as_str()),
-                        client_secrets::secret_hash.eq(secret.hash.as_str()),
-                        client_secrets::created_at.eq(secret.created_at.as_secs()),
-                        client_secrets::expires_at.eq(secret.expires_at.map(UnixTime::as_secs)),
-                    ))
-                    .execute(conn)?;
+                insert_secret(conn, &client.id, secret)?;
             }
             Ok(())
         })
@@ -219,6 +212,7 @@ impl ClientStore for DieselStore {
         id: &ClientId,
         new: &ClientSecretRecord,
         old_expires_at: UnixTime,
+        event: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let now = new.created_at.as_secs();
@@ -256,15 +250,8 @@ impl ClientStore for DieselStore {
                     .set(client_secrets::expires_at.eq(until))
                     .execute(conn)?;
             }
-            diesel::insert_into(client_secrets::table)
-                .values((
-                    client_secrets::id.eq(new.id.hyphenated().to_string()),
-                    client_secrets::client_id.eq(id.as_str()),
-                    client_secrets::secret_hash.eq(new.hash.as_str()),
-                    client_secrets::created_at.eq(now),
-                    client_secrets::expires_at.eq(new.expires_at.map(UnixTime::as_secs)),
-                ))
-                .execute(conn)?;
+            insert_secret(conn, id, new)?;
+            crate::audit::append(conn, std::slice::from_ref(event), new.created_at)?;
             Ok(true)
         })
         .map_err(|e: TxError| StoreError::from(e))
@@ -275,18 +262,24 @@ impl ClientStore for DieselStore {
         id: &ClientId,
         secret_id: uuid::Uuid,
         now: UnixTime,
+        event: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
-        let changed = diesel::update(
-            client_secrets::table
-                .filter(client_secrets::client_id.eq(id.as_str()))
-                .filter(client_secrets::id.eq(secret_id.hyphenated().to_string()))
-                .filter(client_secrets::revoked_at.is_null()),
-        )
-        .set(client_secrets::revoked_at.eq(now.as_secs()))
-        .execute(&mut conn)
-        .map_err(from_diesel)?;
-        Ok(changed == 1)
+        write_tx(&mut conn, |conn| {
+            let changed = diesel::update(
+                client_secrets::table
+                    .filter(client_secrets::client_id.eq(id.as_str()))
+                    .filter(client_secrets::id.eq(secret_id.hyphenated().to_string()))
+                    .filter(client_secrets::revoked_at.is_null()),
+            )
+            .set(client_secrets::revoked_at.eq(now.as_secs()))
+            .execute(conn)?;
+            if changed == 1 {
+                crate::audit::append(conn, std::slice::from_ref(event), now)?;
+            }
+            Ok(changed == 1)
+        })
+        .map_err(|e: TxError| StoreError::from(e))
     }
 
     fn client_secrets(
@@ -330,4 +323,21 @@ impl ClientStore for DieselStore {
             .map_err(from_diesel)?;
         Ok(deleted > 0)
     }
+}
+
+fn insert_secret(
+    conn: &mut DbConnection,
+    client: &ClientId,
+    secret: &ClientSecretRecord,
+) -> QueryResult<()> {
+    diesel::insert_into(client_secrets::table)
+        .values((
+            client_secrets::id.eq(secret.id.hyphenated().to_string()),
+            client_secrets::client_id.eq(client.as_str()),
+            client_secrets::secret_hash.eq(secret.hash.as_str()),
+            client_secrets::created_at.eq(secret.created_at.as_secs()),
+            client_secrets::expires_at.eq(secret.expires_at.map(UnixTime::as_secs)),
+        ))
+        .execute(conn)
+        .map(|_| ())
 }

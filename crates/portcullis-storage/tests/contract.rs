@@ -594,6 +594,12 @@ fn only_live_secrets_are_returned(db: TestDatabase) {
 
 fn rotating_a_client_secret_keeps_at_most_two(db: TestDatabase) {
     let f = open(db);
+    let event = portcullis_core::audit::AuditEvent::new(
+        "client.secret_rotated",
+        "test",
+        "client:x",
+        serde_json::json!({}),
+    );
     let c = client("Rotating twice");
     let first = secret_for();
     f.store.create_client(&c, Some(&first)).unwrap();
@@ -623,7 +629,7 @@ fn rotating_a_client_secret_keeps_at_most_two(db: TestDatabase) {
     let second = secret("second", t + 10);
     assert!(
         f.store
-            .rotate_client_secret(&c.id, &second, at(t + 100))
+            .rotate_client_secret(&c.id, &second, at(t + 100), &event)
             .unwrap()
     );
     assert_eq!(
@@ -643,7 +649,7 @@ fn rotating_a_client_secret_keeps_at_most_two(db: TestDatabase) {
     let third = secret("third", t + 20);
     assert!(
         f.store
-            .rotate_client_secret(&c.id, &third, at(t + 500))
+            .rotate_client_secret(&c.id, &third, at(t + 500), &event)
             .unwrap()
     );
     assert_eq!(
@@ -655,19 +661,19 @@ fn rotating_a_client_secret_keeps_at_most_two(db: TestDatabase) {
     );
     assert!(
         f.store
-            .revoke_client_secret(&c.id, second.id, at(t + 40))
+            .revoke_client_secret(&c.id, second.id, at(t + 40), &event)
             .unwrap()
     );
     assert!(
         !f.store
-            .revoke_client_secret(&c.id, second.id, at(t + 41))
+            .revoke_client_secret(&c.id, second.id, at(t + 41), &event)
             .unwrap()
     );
     assert_eq!(live(t + 42), [third.hash.as_str().to_owned()]);
     let nobody = ClientId::from_uuid(uuid::Uuid::now_v7());
     assert!(
         !f.store
-            .rotate_client_secret(&nobody, &secret("x", t), at(t))
+            .rotate_client_secret(&nobody, &secret("x", t), at(t), &event)
             .unwrap()
     );
 }

@@ -21,7 +21,7 @@ impl Origin {
             source_ip: state
                 .limits
                 .trusted_proxies
-                .client_ip(req)
+                .of(req)
                 .map(|ip| ip.to_string()),
             user_agent: req
                 .headers()

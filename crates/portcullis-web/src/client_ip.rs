@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage as _, HttpRequest};
 
 /// An address range: an address and the number of leading bits that must match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +64,10 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A request's client address, once worked out.
+#[derive(Clone, Copy)]
+struct ClientIp(Option<IpAddr>);
+
 /// The proxies whose forwarding headers are believed.
 #[derive(Clone, Debug, Default)]
 pub struct TrustedProxies(pub Vec<IpRange>);
@@ -71,6 +75,17 @@ pub struct TrustedProxies(pub Vec<IpRange>);
 impl TrustedProxies {
     fn trusts(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|r| r.contains(ip))
+    }
+
+    /// The client's address, worked out once per request and kept in its extensions: the
+    /// rate limiter, the sign-in throttle and the audit trail all ask.
+    pub fn of(&self, req: &HttpRequest) -> Option<IpAddr> {
+        if let Some(&ClientIp(ip)) = req.extensions().get::<ClientIp>() {
+            return ip;
+        }
+        let ip = self.client_ip(req);
+        req.extensions_mut().insert(ClientIp(ip));
+        ip
     }
 
     /// The client's address: the peer, or, when the peer is a trusted proxy, the nearest

@@ -281,16 +281,9 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
                 &SystemClock,
                 &id,
                 overlap,
+                "cli",
             )?;
             let previous_until = rfc3339(record.created_at.plus(overlap));
-            let mut event = portcullis_core::audit::AuditEvent::new(
-                "client.secret_rotated",
-                "cli",
-                format!("client:{id}"),
-                json!({ "secret_id": record.id.hyphenated().to_string(), "overlap_seconds": overlap.as_secs() }),
-            );
-            event.client_id = Some(id.to_string());
-            stores.audit.record(&[event], SystemClock.now())?;
             if args.json {
                 return print_json(&json!({
                     "client_id": id.as_str(),
@@ -313,20 +306,19 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
             let secret_id = uuid::Uuid::parse_str(&args.secret_id)
                 .map_err(|_| anyhow!("secret_id: {:?} is not a secret id", args.secret_id))?;
             let stores = startup::open_stores(config)?;
-            if !stores
-                .clients
-                .revoke_client_secret(&id, secret_id, SystemClock.now())?
-            {
-                bail!("client {id} has no live secret {secret_id}");
-            }
-            let mut event = portcullis_core::audit::AuditEvent::new(
+            let event = portcullis_core::audit::AuditEvent::new(
                 "client.secret_revoked",
                 "cli",
                 format!("client:{id}"),
                 json!({ "secret_id": secret_id.hyphenated().to_string() }),
-            );
-            event.client_id = Some(id.to_string());
-            stores.audit.record(&[event], SystemClock.now())?;
+            )
+            .for_client(id.as_str());
+            if !stores
+                .clients
+                .revoke_client_secret(&id, secret_id, SystemClock.now(), &event)?
+            {
+                bail!("client {id} has no live secret {secret_id}");
+            }
             println!("Revoked secret {secret_id} of client {id}.");
             Ok(())
         }

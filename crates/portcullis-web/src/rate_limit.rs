@@ -366,7 +366,7 @@ pub async fn per_ip(
     let ip = state
         .limits
         .trusted_proxies
-        .client_ip(req.request())
+        .of(req.request())
         .map(|ip| ip.to_string())
         .unwrap_or_default();
     let decision = state.limiter.hit(group, &ip, state.limits.per_ip).await;

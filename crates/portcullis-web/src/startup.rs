@@ -340,7 +340,10 @@ async fn refuse_oversized(
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     use actix_web::http::StatusCode;
-    let status = if req.uri().to_string().len() > MAX_TARGET {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let status = if target > MAX_TARGET {
         Some(StatusCode::URI_TOO_LONG)
     } else {
         let mut total = 0;

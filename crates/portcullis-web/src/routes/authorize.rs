@@ -300,18 +300,19 @@ pub async fn consent(
         let Some(user) = session.user_id else {
             return Ok(Ok(return_to));
         };
-        let mut event = origin.event(
-            if allow {
-                "consent.granted"
-            } else {
-                "consent.denied"
-            },
-            AuditOutcome::Success,
-            format!("user:{user}"),
-            Some(format!("user:{user}")),
-            serde_json::json!({ "scope": ar.scope.to_string() }),
-        );
-        event.client_id = Some(ar.client.id.to_string());
+        let event = origin
+            .event(
+                if allow {
+                    "consent.granted"
+                } else {
+                    "consent.denied"
+                },
+                AuditOutcome::Success,
+                format!("user:{user}"),
+                Some(format!("user:{user}")),
+                serde_json::json!({ "scope": ar.scope.to_string() }),
+            )
+            .for_client(ar.client.id.as_str());
         if !allow {
             audit::record(&st, event);
             let denied = ar.refuse(ErrorCode::AccessDenied, "the user did not allow access");

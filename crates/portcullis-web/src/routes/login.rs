@@ -174,7 +174,7 @@ pub async fn submit(
     let limits = &state.limits;
     let ip = limits
         .trusted_proxies
-        .client_ip(&req)
+        .of(&req)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
     let throttle = state

@@ -76,30 +76,43 @@ async fn client_limits(state: &AppState, client_id: &str) -> Result<Decision, OA
     Ok(requests)
 }
 
-/// Counts a failed client authentication against the client id it named, and records it.
-async fn count_failure<T>(
+/// After a refused request: a failed client authentication is counted against the client id
+/// it named, and it or a replayed code or refresh token (`grant`) goes to the audit trail.
+/// Nothing here runs for a request that succeeded.
+async fn after_refusal<T>(
+    req: &HttpRequest,
     state: &web::Data<AppState>,
-    origin: &audit::Origin,
     client_id: &str,
+    grant: Option<&'static str>,
     result: &Result<T, OAuthErrorResponse>,
 ) {
-    if let Err(e) = result
-        && e.error.code == ErrorCode::InvalidClient
-    {
+    let Err(e) = result else { return };
+    let client = audit::typed(client_id);
+    let event = if e.error.code == ErrorCode::InvalidClient {
         state
             .limiter
             .hit(AUTH_FAILURES, client_id, state.limits.client_auth_failures)
             .await;
-        let mut event = origin.event(
+        audit::Origin::of(req, state).event(
             "client.auth_failure",
             AuditOutcome::Failure,
-            format!("client:{}", audit::typed(client_id)),
-            Some(format!("client:{}", audit::typed(client_id))),
+            format!("client:{client}"),
+            Some(format!("client:{client}")),
             serde_json::json!({}),
-        );
-        event.client_id = Some(audit::typed(client_id));
-        audit::record_async(state, event).await;
-    }
+        )
+    } else if let Some(kind) = e.error.security_event {
+        // A replayed code or refresh token: its grant is revoked; the trail says so.
+        audit::Origin::of(req, state).event(
+            kind,
+            AuditOutcome::Failure,
+            format!("client:{client}"),
+            None,
+            serde_json::json!({ "grant_type": grant }),
+        )
+    } else {
+        return;
+    };
+    audit::record_async(state, event.for_client(client)).await;
 }
 
 impl std::fmt::Display for OAuthErrorResponse {
@@ -270,14 +283,18 @@ pub async fn token(
         .grant_type
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
     tracing::Span::current().record("grant_type", grant_type.as_str());
-    let grant_kind = audit::typed(&grant_type);
+    let grant = match grant_type.as_str() {
+        "client_credentials" => Some("client_credentials"),
+        "authorization_code" => Some("authorization_code"),
+        "refresh_token" => Some("refresh_token"),
+        _ => None,
+    };
     let scope = form
         .scope
         .map(|s| ScopeSet::parse(&s))
         .transpose()
         .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e))?;
     let client_id = presented.client_id().to_owned();
-    let origin = audit::Origin::of(&req, &state);
     let limit = client_limits(&state, &client_id).await?;
     // The closure runs on a blocking thread, outside this span: carry the span across.
     let span = tracing::Span::current();
@@ -289,11 +306,11 @@ pub async fn token(
         span.record("client_id", client.id.as_str());
         state.remember_client_quota(client.id.as_str(), tier_of(&client));
         let ctx = state.oauth_context();
-        match grant_type.as_str() {
-            "client_credentials" => {
+        match grant {
+            Some("client_credentials") => {
                 oauth::client_credentials(&ctx, &client, scope, form.resource.as_deref())
             }
-            "authorization_code" => code_flow::exchange_code(
+            Some("authorization_code") => code_flow::exchange_code(
                 &ctx,
                 state.flow.as_ref(),
                 state.users.as_ref(),
@@ -302,7 +319,7 @@ pub async fn token(
                 form.redirect_uri.as_deref(),
                 form.code_verifier.as_deref(),
             ),
-            "refresh_token" => code_flow::refresh(
+            Some("refresh_token") => code_flow::refresh(
                 &ctx,
                 state.flow.as_ref(),
                 state.users.as_ref(),
@@ -317,21 +334,7 @@ pub async fn token(
         }
     })
     .await;
-    count_failure(&state, &origin, &client_id, &response).await;
-    if let Err(e) = &response
-        && let Some(kind) = e.error.security_event
-    {
-        // A replayed code or refresh token: its grant is revoked; the trail says so.
-        let mut event = origin.event(
-            kind,
-            AuditOutcome::Failure,
-            format!("client:{}", audit::typed(&client_id)),
-            None,
-            serde_json::json!({ "grant_type": grant_kind }),
-        );
-        event.client_id = Some(audit::typed(&client_id));
-        audit::record_async(&state, event).await;
-    }
+    after_refusal(&req, &state, &client_id, grant, &response).await;
     let mut res = no_store(HttpResponse::Ok().json(response?));
     limit.write_headers(res.headers_mut());
     Ok(res)
@@ -371,7 +374,6 @@ async fn on_token<T: Send + 'static>(
         .token
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     let client_id = presented.client_id().to_owned();
-    let origin = audit::Origin::of(&req, &state);
     let limit = client_limits(&state, &client_id).await?;
     let st = state.clone();
     let result = blocking(move || {
@@ -380,7 +382,7 @@ async fn on_token<T: Send + 'static>(
         act(&st, &client, &token).map_err(OAuthError::from_store)
     })
     .await;
-    count_failure(&state, &origin, &client_id, &result).await;
+    after_refusal(&req, &state, &client_id, None, &result).await;
     Ok((result?, limit))
 }
 
@@ -439,15 +441,14 @@ pub async fn revoke(
                 token,
             )?;
             // The token itself is never recorded; RFC 7009 answers alike for unknown ones.
-            let mut event = origin.event(
+            let event = origin.event(
                 "token.revocation",
                 AuditOutcome::Success,
                 format!("client:{}", client.id),
                 None,
                 serde_json::json!({}),
             );
-            event.client_id = Some(client.id.to_string());
-            audit::record(st, event);
+            audit::record(st, event.for_client(client.id.as_str()));
             Ok(())
         },
     )
