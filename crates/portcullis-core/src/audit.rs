@@ -137,11 +137,7 @@ pub fn record_hash(
     hasher.update(prev_hash.as_bytes());
     hasher.update(b"\n");
     hasher.update(fields.to_string().as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::secret::hex(&hasher.finalize())
 }
 
 /// Where the chain breaks: the first record that does not follow from the one before it.

@@ -4,11 +4,10 @@
 //! back to the client with `state` and `iss` (RFC 9207).
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 
 use oxide_auth::code_grant::extensions::Pkce;
 use oxide_auth::primitives::grant::Value;
-use url::{Host, Url};
+use url::Url;
 
 use crate::clock::Clock;
 use crate::domain::{ClientId, GrantType, IssuerUrl, RedirectUri, ScopeSet};
@@ -125,12 +124,7 @@ pub fn match_redirect_uri<'a>(
         let Ok(reg) = Url::parse(r.as_str()) else {
             return false;
         };
-        let loopback_ip = match reg.host() {
-            Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-            Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-            _ => false,
-        };
-        loopback_ip
+        crate::domain::is_loopback_ip(&reg)
             && reg.scheme() == "http"
             && reg.host() == given_url.host()
             && reg.path() == given_url.path()
@@ -141,7 +135,8 @@ pub fn match_redirect_uri<'a>(
     })
 }
 
-fn is_pkce_value(s: &str) -> bool {
+/// RFC 7636 §4.1: 43 to 128 unreserved characters (a verifier; a challenge has the same form).
+pub(crate) fn is_pkce_value(s: &str) -> bool {
     (43..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))

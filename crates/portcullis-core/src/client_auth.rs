@@ -47,22 +47,20 @@ pub fn authenticate(
     let basic = matches!(presented, Presented::Basic { .. });
     let failed = || OAuthError::invalid_client("client authentication failed", basic);
     let id = ClientId::parse(presented.client_id()).map_err(|_| failed())?;
-    // The same work whether or not the client exists: both lookups, and at least one digest.
+    // The same work whether or not the client exists: both lookups, one digest of what was
+    // presented, and every stored secret compared (so the time does not tell which matched).
     let client = store.find_client(&id).map_err(OAuthError::from_store)?;
-    let secrets = store
-        .client_secrets(&id, clock.now())
-        .map_err(OAuthError::from_store)?;
     let matched = match presented {
         Presented::Basic { secret, .. } | Presented::Post { secret, .. } => {
-            if secrets.is_empty() {
-                // No client, or no live secret: one comparison all the same.
-                let _ = TokenHash::of("portcullis: no such secret").matches(secret);
-            }
-            // Every stored secret is compared, so the time taken does not tell which matched.
-            secrets
+            let presented = TokenHash::of(secret);
+            store
+                .client_secrets(&id, clock.now())
+                .map_err(OAuthError::from_store)?
                 .iter()
-                .fold(false, |any, s| s.hash.matches(secret) | any)
+                .fold(false, |any, s| s.hash.ct_eq(&presented) | any)
         }
+        // A public client has no secret: nothing to look up (whether it is public depends on
+        // the request, not on whether the client exists).
         Presented::Public { .. } => true,
     };
     match client {

@@ -15,7 +15,7 @@ use crate::domain::{GrantType, ScopeSet};
 use crate::flow::{FlowStore, Grant, Redemption, RefreshRecord};
 use crate::keys::SigningAlg;
 use crate::model::{Client, User, UserStatus};
-use crate::oauth::{Audience, Context, ErrorCode, OAuthError, TokenResponse, issue_access_token};
+use crate::oauth::{Context, ErrorCode, OAuthError, TokenResponse, issue_access_token};
 use crate::secret::PlainToken;
 use crate::store::UserStore;
 
@@ -46,19 +46,19 @@ fn at_hash(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
-/// Access token, and, as the grant allows, ID token and a refresh token.
+/// Access token and, for `openid`, an ID token. Refresh tokens are the caller's: a code
+/// exchange starts a family, a refresh continues one.
 fn tokens_for(
     ctx: &Context<'_>,
     client: &Client,
     grant: &Grant,
     scope: &ScopeSet,
     nonce: Option<&str>,
-) -> Result<(TokenResponse, Option<RefreshRecord>), OAuthError> {
+) -> Result<TokenResponse, OAuthError> {
     let mut response = issue_access_token(
         ctx,
         client,
         &grant.user_id.to_string(),
-        Audience::One(ctx.issuer.to_string()),
         scope,
         client.token_settings.access_token_ttl,
         Some(&grant.id),
@@ -83,25 +83,31 @@ fn tokens_for(
                 .map_err(OAuthError::from_keys)?,
         );
     }
-    let refresh = if scope.contains("offline_access")
-        && client.grant_types.contains(&GrantType::RefreshToken)
+    Ok(response)
+}
+
+/// The first refresh token of a grant's family, when the scope and the client allow one.
+fn first_refresh_token(
+    ctx: &Context<'_>,
+    client: &Client,
+    grant: &Grant,
+    scope: &ScopeSet,
+) -> Result<Option<(PlainToken, RefreshRecord)>, OAuthError> {
+    if !(scope.contains("offline_access") && client.grant_types.contains(&GrantType::RefreshToken))
     {
-        let token = PlainToken::generate(ctx.rng)
-            .map_err(|_| OAuthError::new(ErrorCode::ServerError, "no randomness"))?;
-        let now = ctx.clock.now();
-        let record = RefreshRecord {
-            hash: token.hash(),
-            grant_id: grant.id.clone(),
-            parent: None,
-            created_at: now,
-            expires_at: now.plus(client.token_settings.refresh_token_ttl),
-        };
-        response.refresh_token = Some(token.reveal().to_owned());
-        Some(record)
-    } else {
-        None
+        return Ok(None);
+    }
+    let token = PlainToken::generate(ctx.rng)
+        .map_err(|_| OAuthError::new(ErrorCode::ServerError, "no randomness"))?;
+    let now = ctx.clock.now();
+    let record = RefreshRecord {
+        hash: token.hash(),
+        grant_id: grant.id.clone(),
+        parent: None,
+        created_at: now,
+        expires_at: now.plus(client.token_settings.refresh_token_ttl),
     };
-    Ok((response, refresh))
+    Ok(Some((token, record)))
 }
 
 fn active_user(users: &dyn UserStore, grant: &Grant) -> Result<User, OAuthError> {
@@ -163,11 +169,7 @@ pub fn exchange_code(
             "redirect_uri does not match the authorization request",
         ));
     }
-    let verifier = code_verifier.filter(|v| {
-        (43..=128).contains(&v.len())
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-    });
+    let verifier = code_verifier.filter(|v| crate::authorize::is_pkce_value(v));
     let verified = Pkce::required().verify(
         Some(Value::private(Some(record.code_challenge.clone()))),
         verifier.map(Cow::Borrowed),
@@ -176,11 +178,11 @@ pub fn exchange_code(
         return Err(refuse("code_verifier does not match the code_challenge"));
     }
     active_user(users, &grant)?;
-    let (response, refresh) =
-        tokens_for(ctx, client, &grant, &grant.scope, record.nonce.as_deref())?;
-    if let Some(refresh) = &refresh {
-        flow.add_refresh_token(refresh)
+    let mut response = tokens_for(ctx, client, &grant, &grant.scope, record.nonce.as_deref())?;
+    if let Some((token, refresh)) = first_refresh_token(ctx, client, &grant, &grant.scope)? {
+        flow.add_refresh_token(&refresh)
             .map_err(OAuthError::from_store)?;
+        response.refresh_token = Some(token.reveal().to_owned());
     }
     Ok(response)
 }
@@ -248,7 +250,7 @@ pub fn refresh(
     // Checked against the grant before rotating; what is left is a narrowing or nothing.
     let scope = requested.unwrap_or_else(|| grant.scope.clone());
     active_user(users, &grant)?;
-    let (mut response, _) = tokens_for(ctx, client, &grant, &scope, None)?;
+    let mut response = tokens_for(ctx, client, &grant, &scope, None)?;
     // The family continues with the token the store just recorded.
     response.refresh_token = Some(next.reveal().to_owned());
     Ok(response)

@@ -230,11 +230,15 @@ impl RedirectUri {
 }
 
 fn is_loopback(url: &Url) -> bool {
+    is_loopback_ip(url) || matches!(url.host(), Some(Host::Domain("localhost")))
+}
+
+/// A literal loopback address as the host (RFC 8252 §7.3: not the name `localhost`).
+pub(crate) fn is_loopback_ip(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(Host::Domain(d)) => d == "localhost",
-        None => false,
+        _ => false,
     }
 }
 

@@ -228,21 +228,12 @@ impl MasterKey {
         Ok(format!("v1.{}", URL_SAFE_NO_PAD.encode(out)))
     }
 
-    fn open(&self, key: &StoredKey) -> Result<secrecy::SecretSlice<u8>, KeyError> {
-        if key.master_key_id != self.id {
-            return Err(KeyError::WrongMasterKey {
-                kid: key.kid.clone(),
-                stored: key.master_key_id.clone(),
-                configured: self.id.clone(),
-            });
-        }
+    /// Opens `sealed` (`v1.<base64url(nonce ‖ ciphertext ‖ tag)>`) for `context`.
+    fn open(&self, context: &str, sealed: &str) -> Result<secrecy::SecretSlice<u8>, KeyError> {
         let unsealable = || KeyError::Unsealable {
-            kid: key.kid.clone(),
+            kid: context.to_owned(),
         };
-        let encoded = key
-            .sealed_private_key
-            .strip_prefix("v1.")
-            .ok_or_else(unsealable)?;
+        let encoded = sealed.strip_prefix("v1.").ok_or_else(unsealable)?;
         let mut bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| unsealable())?;
         if bytes.len() < 12 + 16 {
             return Err(unsealable());
@@ -253,7 +244,7 @@ impl MasterKey {
             .aead()
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                aad(&key.kid),
+                aad(context),
                 &mut ciphertext,
             )
             .map_err(|_| unsealable())?
@@ -280,12 +271,23 @@ impl MasterKeys {
         &self.current
     }
 
+    /// The master key with id `id`; a key sealed under any other is named in the error.
+    fn by_id(&self, context: &str, id: &str) -> Result<&MasterKey, KeyError> {
+        [Some(&self.current), self.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|m| m.id == id)
+            .ok_or_else(|| KeyError::WrongMasterKey {
+                kid: context.to_owned(),
+                stored: id.to_owned(),
+                configured: self.current.id.clone(),
+            })
+    }
+
     /// Opens a stored private key with whichever master key sealed it.
     fn open(&self, key: &StoredKey) -> Result<secrecy::SecretSlice<u8>, KeyError> {
-        match &self.previous {
-            Some(previous) if key.master_key_id == previous.id => previous.open(key),
-            _ => self.current.open(key),
-        }
+        self.by_id(&key.kid, &key.master_key_id)?
+            .open(&key.kid, &key.sealed_private_key)
     }
 
     /// Seals a small secret (a TOTP secret, say) under the current master key, bound to
@@ -308,24 +310,11 @@ impl MasterKeys {
         context: &str,
         sealed: &str,
     ) -> Result<secrecy::SecretSlice<u8>, KeyError> {
-        let unsealable = || KeyError::Unsealable {
+        let (master_id, body) = split_sealed_value(sealed).ok_or_else(|| KeyError::Unsealable {
             kid: context.to_owned(),
-        };
-        let rest = sealed.strip_prefix("v1.").ok_or_else(unsealable)?;
-        let (master_id, body) = rest.split_once('.').ok_or_else(unsealable)?;
-        let as_key = StoredKey {
-            kid: context.to_owned(),
-            alg: SigningAlg::EdDsa,
-            state: KeyState::Revoked,
-            public_jwk: String::new(),
-            sealed_private_key: format!("v1.{body}"),
-            master_key_id: master_id.to_owned(),
-            created_at: UnixTime::from_secs(0),
-            activates_at: None,
-            retired_at: None,
-            remove_after: None,
-        };
-        self.open(&as_key)
+        })?;
+        self.by_id(context, master_id)?
+            .open(context, &format!("v1.{body}"))
     }
 
     /// A value sealed by [`Self::seal_value`], sealed again under the current master key;
@@ -336,11 +325,7 @@ impl MasterKeys {
         sealed: &str,
         rng: &dyn Random,
     ) -> Result<Option<String>, KeyError> {
-        let under = sealed
-            .strip_prefix("v1.")
-            .and_then(|rest| rest.split_once('.'))
-            .map(|(id, _)| id);
-        if under == Some(self.current.id.as_str()) {
+        if split_sealed_value(sealed).is_some_and(|(id, _)| id == self.current.id) {
             return Ok(None);
         }
         let plain = self.open_value(context, sealed)?;
@@ -359,6 +344,11 @@ impl MasterKeys {
             ..key.clone()
         })
     }
+}
+
+/// `v1.<master key id>.<body>` into the id and the body.
+fn split_sealed_value(sealed: &str) -> Option<(&str, &str)> {
+    sealed.strip_prefix("v1.")?.split_once('.')
 }
 
 fn aad(kid: &str) -> Aad<Vec<u8>> {
@@ -516,6 +506,30 @@ struct Scheduled {
 struct Verifier {
     alg: SigningAlg,
     key: jsonwebtoken::DecodingKey,
+    /// Signature and algorithm only, built once: time claims are the caller's to check.
+    validation: jsonwebtoken::Validation,
+}
+
+impl Verifier {
+    fn new(alg: SigningAlg, key: jsonwebtoken::DecodingKey) -> Self {
+        let mut validation = jsonwebtoken::Validation::new(alg.jsonwebtoken());
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        Self {
+            alg,
+            key,
+            validation,
+        }
+    }
+}
+
+/// A JWS protected header, fields in the order `json!` would sort them.
+#[derive(Serialize)]
+struct JwsHeader<'a> {
+    alg: &'a str,
+    kid: &'a str,
+    typ: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -583,18 +597,12 @@ impl KeyRing {
                 kid: key.kid.clone(),
                 alg: key.alg,
             };
-            let jwk: jsonwebtoken::jwk::Jwk =
-                serde_json::from_str(&key.public_jwk).map_err(|_| malformed())?;
-            let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|_| malformed())?;
-            verifiers.insert(
-                key.kid.clone(),
-                Verifier {
-                    alg: key.alg,
-                    key: decoding,
-                },
-            );
             let public: serde_json::Value =
                 serde_json::from_str(&key.public_jwk).map_err(|_| malformed())?;
+            let jwk = <jsonwebtoken::jwk::Jwk as serde::Deserialize>::deserialize(&public)
+                .map_err(|_| malformed())?;
+            let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|_| malformed())?;
+            verifiers.insert(key.kid.clone(), Verifier::new(key.alg, decoding));
             if matches!(key.state, KeyState::Current | KeyState::Next) {
                 let activates_at = key.activates_at.unwrap_or(key.created_at);
                 let reused = previous.and_then(|ring| {
@@ -676,8 +684,13 @@ impl KeyRing {
         now: UnixTime,
     ) -> Result<String, KeyError> {
         let signer = self.signer(alg, now).ok_or(KeyError::NoCurrentKey(alg))?;
-        let header = serde_json::json!({ "alg": alg.as_str(), "typ": typ, "kid": signer.kid });
-        let mut jws = URL_SAFE_NO_PAD.encode(header.to_string());
+        let header = JwsHeader {
+            alg: alg.as_str(),
+            kid: &signer.kid,
+            typ,
+        };
+        let header = serde_json::to_vec(&header).map_err(|_| KeyError::Generate(alg))?;
+        let mut jws = URL_SAFE_NO_PAD.encode(header);
         jws.push('.');
         let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Generate(alg))?;
         URL_SAFE_NO_PAD.encode_string(payload, &mut jws);
@@ -712,11 +725,7 @@ impl KeyRing {
         if expected_typ.is_some_and(|typ| !typ_ok(typ)) {
             return Err(TokenError::Invalid);
         }
-        let mut validation = jsonwebtoken::Validation::new(verifier.alg.jsonwebtoken());
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        jsonwebtoken::decode::<T>(token, &verifier.key, &validation)
+        jsonwebtoken::decode::<T>(token, &verifier.key, &verifier.validation)
             .map(|d| d.claims)
             .map_err(|_| TokenError::Invalid)
     }

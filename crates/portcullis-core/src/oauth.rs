@@ -233,12 +233,12 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
-/// Signs an access token for `subject`, valid for `ttl`.
+/// Signs an access token for `subject`, valid for `ttl`, for this server (its `aud` is the
+/// issuer: resource servers introspect or verify it against our JWKS).
 pub fn issue_access_token(
     ctx: &Context<'_>,
     client: &Client,
     subject: &str,
-    audience: Audience,
     scope: &ScopeSet,
     ttl: Duration,
     grant_id: Option<&str>,
@@ -246,15 +246,16 @@ pub fn issue_access_token(
     let now = ctx.clock.now();
     let jti = random::uuid_v7(ctx.rng, ctx.clock)
         .map_err(|_| OAuthError::new(ErrorCode::ServerError, "no randomness"))?;
+    let scope = scope.to_string();
     let claims = AccessTokenClaims {
         iss: ctx.issuer.to_string(),
         sub: subject.to_owned(),
-        aud: audience,
+        aud: Audience::One(ctx.issuer.to_string()),
         exp: now.plus(ttl).as_secs(),
         iat: now.as_secs(),
         jti: jti.hyphenated().to_string(),
         client_id: client.id.to_string(),
-        scope: scope.to_string(),
+        scope: scope.clone(),
         gid: grant_id.map(str::to_owned),
     };
     let token = ctx
@@ -265,7 +266,7 @@ pub fn issue_access_token(
         access_token: token,
         token_type: "Bearer",
         expires_in: ttl.as_secs(),
-        scope: scope.to_string(),
+        scope,
         refresh_token: None,
         id_token: None,
     })
@@ -318,12 +319,10 @@ pub fn client_credentials(
             "resource indicators are not enabled for this client",
         ));
     }
-    let audience = Audience::One(ctx.issuer.to_string());
     issue_access_token(
         ctx,
         client,
         client.id.as_str(),
-        audience,
         &scope,
         client.token_settings.access_token_ttl,
         None,

@@ -49,15 +49,19 @@ impl fmt::Debug for PlainToken {
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenHash(String);
 
+/// Lowercase hex, two characters a byte.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
 impl TokenHash {
     pub fn of(secret: &str) -> Self {
-        let digest = Sha256::digest(secret.as_bytes());
-        let mut hex = String::with_capacity(64);
-        for byte in digest {
-            hex.push(char::from(HEX[usize::from(byte >> 4)]));
-            hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-        Self(hex)
+        Self(hex(&Sha256::digest(secret.as_bytes())))
     }
 
     /// A stored hash read back from the database.
@@ -71,11 +75,12 @@ impl TokenHash {
 
     /// Constant-time comparison with a presented secret.
     pub fn matches(&self, presented: &str) -> bool {
-        Self::of(presented)
-            .0
-            .as_bytes()
-            .ct_eq(self.0.as_bytes())
-            .into()
+        self.ct_eq(&Self::of(presented))
+    }
+
+    /// Equality in constant time: for comparing a presented secret's hash with stored ones.
+    pub fn ct_eq(&self, other: &TokenHash) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
     }
 }
 

@@ -89,6 +89,11 @@ impl TotpSecret {
     }
 }
 
+/// What a user's TOTP secret is sealed to under the master key: it opens for that user only.
+pub fn sealing_context(user: crate::model::UserId) -> String {
+    format!("totp:{user}")
+}
+
 pub fn step_of(now: UnixTime) -> i64 {
     now.as_secs().div_euclid(STEP_SECONDS)
 }

@@ -420,7 +420,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             // TOTP secrets are sealed under the master key too.
             let mut secrets = 0;
             for (user, sealed) in stores.totp.sealed_totp_secrets()? {
-                let context = format!("totp:{user}");
+                let context = portcullis_core::totp::sealing_context(user);
                 if let Some(fresh) = maintenance
                     .masters
                     .reseal_value(&context, &sealed, &OsRandom)

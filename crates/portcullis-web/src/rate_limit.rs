@@ -246,8 +246,10 @@ impl RateLimiter {
     }
 
     fn redis_key(hashed: [u8; 16], index: i64) -> String {
-        let hex: String = hashed.iter().map(|b| format!("{b:02x}")).collect();
-        format!("portcullis:rl:{hex}:{index}")
+        format!(
+            "portcullis:rl:{}:{index}",
+            portcullis_core::secret::hex(&hashed)
+        )
     }
 
     /// Counts one request against `policy` for `key`.

@@ -204,7 +204,7 @@ pub async fn submit_setup(
     let codes = totp::recovery_codes(state.rng.as_ref()).map_err(anyhow::Error::from)?;
     let hashes: Vec<_> = codes.iter().map(|c| totp::recovery_hash(c)).collect();
     let sealed = state.masters.seal_value(
-        &format!("totp:{}", user.id),
+        &totp::sealing_context(user.id),
         secret.expose_bytes(),
         state.rng.as_ref(),
     )?;

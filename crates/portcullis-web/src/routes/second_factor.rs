@@ -146,7 +146,7 @@ pub async fn submit(
                 };
                 let bytes = st
                     .masters
-                    .open_value(&format!("totp:{}", user.id), &sealed)?;
+                    .open_value(&totp::sealing_context(user.id), &sealed)?;
                 let secret = TotpSecret::from_bytes(secrecy::ExposeSecret::expose_secret(&bytes))
                     .ok_or_else(|| {
                     anyhow::anyhow!("a stored TOTP secret has the wrong length")
