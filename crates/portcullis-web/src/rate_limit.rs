@@ -67,35 +67,51 @@ impl Decision {
             "ratelimit",
             format!("\"{}\";r={};t={}", self.policy, self.remaining, self.reset),
         );
-        set("x-ratelimit-limit", limit.to_string());
-        set("x-ratelimit-remaining", self.remaining.to_string());
-        set("x-ratelimit-reset", self.reset.to_string());
+        let mut number = |name: &'static str, value: HeaderValue| {
+            headers.insert(HeaderName::from_static(name), value);
+        };
+        number("x-ratelimit-limit", limit.into());
+        number("x-ratelimit-remaining", self.remaining.into());
+        number("x-ratelimit-reset", self.reset.into());
         if !self.allowed {
-            set("retry-after", self.reset.max(1).to_string());
+            number("retry-after", self.reset.max(1).into());
         }
     }
 }
 
-/// Counters kept in this process.
+/// Counters kept in this process: for each key, when its window ends and its count.
 #[derive(Default)]
 struct LocalCounters {
     counts: Mutex<HashMap<[u8; 16], (i64, u32)>>,
+    /// When ended windows were last dropped (Unix seconds).
+    pruned_at: AtomicI64,
 }
 
 impl LocalCounters {
-    /// Adds `by` to the counter for `key` in window `index`; returns the new count.
-    fn add(&self, key: [u8; 16], index: i64, by: u32) -> u32 {
+    /// Adds `by` to the counter for `key` in the window ending at `end`; returns the count.
+    fn add(&self, key: [u8; 16], end: i64, by: u32, now: i64) -> u32 {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if counts.len() > 100_000 {
-            // Old windows are of no use; drop them rather than grow without bound.
-            counts.retain(|_, (i, _)| *i >= index);
+        // Ended windows are of no use: drop them rather than grow without bound, at most
+        // once a second. (Each entry knows its own end, whatever its window's length.)
+        if counts.len() > 100_000 && self.pruned_at.swap(now, Ordering::Relaxed) != now {
+            counts.retain(|_, (ends, _)| *ends > now);
         }
-        let entry = counts.entry(key).or_insert((index, 0));
-        if entry.0 != index {
-            *entry = (index, 0);
+        let entry = counts.entry(key).or_insert((end, 0));
+        if entry.0 != end {
+            *entry = (end, 0);
         }
         entry.1 = entry.1.saturating_add(by);
         entry.1
+    }
+
+    /// The count for `key` in the window ending at `end`, without touching it.
+    fn get(&self, key: [u8; 16], end: i64) -> u32 {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .filter(|(ends, _)| *ends == end)
+            .map_or(0, |(_, count)| *count)
     }
 
     fn clear(&self, key: [u8; 16]) {
@@ -109,7 +125,10 @@ impl LocalCounters {
 /// Counters in Redis: `INCRBY` and `EXPIRE` in one transaction, a key per window.
 struct RedisCounters {
     client: redis::Client,
-    connection: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    /// The connection once made; read without waiting by every request.
+    connection: std::sync::RwLock<Option<redis::aio::ConnectionManager>>,
+    /// Held while one request connects; the others use local counters meanwhile.
+    connecting: tokio::sync::Mutex<()>,
     /// Whether the last call failed: the log says so once per change.
     down: AtomicBool,
     /// When to try connecting again (Unix seconds) after a failure.
@@ -121,13 +140,20 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 impl RedisCounters {
     async fn connection(&self, now: i64) -> Option<redis::aio::ConnectionManager> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref() {
+        if let Some(c) = self
+            .connection
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             return Some(c.clone());
         }
         if now < self.retry_at.load(Ordering::Relaxed) {
             return None;
         }
+        let Ok(_connecting) = self.connecting.try_lock() else {
+            return None;
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(REDIS_TIMEOUT)
             .set_response_timeout(REDIS_TIMEOUT)
@@ -139,7 +165,10 @@ impl RedisCounters {
         .await
         {
             Ok(Ok(c)) => {
-                *slot = Some(c.clone());
+                *self
+                    .connection
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
                 Some(c)
             }
             _ => {
@@ -169,10 +198,31 @@ impl RedisCounters {
         let mut conn = self.connection(now).await?;
         let mut pipe = redis::pipe();
         pipe.atomic().incr(key, by).expire(key, window + 1).ignore();
-        match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<(u32,)>(&mut conn)).await {
-            Ok(Ok((count,))) => {
+        self.answer(pipe.query_async::<(u32,)>(&mut conn))
+            .await
+            .map(|(count,)| count)
+    }
+
+    async fn get(&self, key: &str, now: i64) -> Option<u32> {
+        let mut conn = self.connection(now).await?;
+        self.answer(
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<u32>>(&mut conn),
+        )
+        .await
+        .map(Option::unwrap_or_default)
+    }
+
+    /// The answer of a call, or `None` (and the log told once) when Redis fails or is slow.
+    async fn answer<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+            Ok(Ok(value)) => {
                 self.answered();
-                Some(count)
+                Some(value)
             }
             Ok(Err(e)) => {
                 self.failed(&e.to_string());
@@ -212,7 +262,8 @@ impl RateLimiter {
         let redis = match redis_url {
             Some(url) => Some(RedisCounters {
                 client: redis::Client::open(url)?,
-                connection: tokio::sync::Mutex::new(None),
+                connection: std::sync::RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(()),
                 down: AtomicBool::new(false),
                 retry_at: AtomicI64::new(0),
             }),
@@ -266,8 +317,10 @@ impl RateLimiter {
         let now = self.clock.now().as_secs();
         let window = quota.window_secs();
         let index = now.div_euclid(window);
+        let end = (index + 1) * window;
         let hashed = Self::key(policy, key);
         let shared = match &self.redis {
+            Some(r) if by == 0 => r.get(&Self::redis_key(hashed, index), now).await,
             Some(r) => {
                 r.add(&Self::redis_key(hashed, index), window, by, now)
                     .await
@@ -276,7 +329,8 @@ impl RateLimiter {
         };
         let count = match shared {
             Some(count) => count,
-            None => self.local.add(hashed, index, by),
+            None if by == 0 => self.local.get(hashed, end),
+            None => self.local.add(hashed, end, by, now),
         };
         // A peek asks whether one more request would be allowed.
         let used = if by == 0 { count + 1 } else { count };
@@ -285,7 +339,7 @@ impl RateLimiter {
             allowed: used <= quota.requests,
             quota,
             remaining: quota.requests.saturating_sub(used),
-            reset: u64::try_from((index + 1) * window - now).unwrap_or(0),
+            reset: u64::try_from(end - now).unwrap_or(0),
         }
     }
 
@@ -441,6 +495,25 @@ mod tests {
         );
         limiter.clear("login", "bob", quota()).await;
         assert_eq!(limiter.peek("login", "bob", quota()).await.remaining, 2);
+    }
+
+    #[test]
+    fn dropping_ended_windows_keeps_longer_ones() {
+        let counters = LocalCounters::default();
+        // A 15-minute window still running, among many one-minute windows that have ended.
+        counters.add([1; 16], 6_900, 1, 6_000);
+        for i in 0..100_001u32 {
+            let mut key = [0; 16];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            key[15] = 2;
+            counters.add(key, 6_060, 1, 6_000);
+        }
+        counters.add([3; 16], 6_180, 1, 6_120);
+        assert_eq!(counters.get([1; 16], 6_900), 1, "the long window survives");
+        assert!(
+            counters.counts.lock().unwrap().len() < 10,
+            "the ended ones are gone"
+        );
     }
 
     #[actix_web::test]
