@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
+use actix_web::http::header::LOCATION;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use askama::Template;
 
@@ -112,6 +113,13 @@ pub struct LogoutConfirmPage<'a> {
 #[derive(Template)]
 #[template(path = "logout/done.html")]
 pub struct SignedOutPage;
+
+/// `303 See Other` to `to`: where every form and page of ours sends the browser next.
+pub fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((LOCATION, to))
+        .finish()
+}
 
 /// The scopes' descriptions, most basic first (who you are, then what else).
 pub fn describe_scopes<'a>(scopes: impl Iterator<Item = &'a str>) -> Vec<Cow<'static, str>> {

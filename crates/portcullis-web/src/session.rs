@@ -11,12 +11,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_core::UnixTime;
 use portcullis_core::flow::{Session, SessionStage};
-use portcullis_core::model::UserId;
+use portcullis_core::model::{User, UserId};
 use portcullis_core::random;
 use portcullis_core::secret::{PlainToken, TokenHash};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::paths;
 use crate::state::AppState;
 
 pub const ANONYMOUS_TTL: Duration = Duration::from_secs(3600);
@@ -115,7 +116,26 @@ pub fn create(
 
 /// The live session behind `token` if someone is fully signed in with it (blocking).
 pub fn signed_in(state: &AppState, token: &str) -> anyhow::Result<Option<Session>> {
-    Ok(find(state, token)?.filter(|s| s.stage == SessionStage::SignedIn && s.user_id.is_some()))
+    at_stage(state, token, SessionStage::SignedIn)
+}
+
+/// The session behind `token` if a person is in it at `stage` (blocking): a session part-way
+/// through signing in reaches only the step it is at.
+pub fn at_stage(
+    state: &AppState,
+    token: &str,
+    stage: SessionStage,
+) -> anyhow::Result<Option<Session>> {
+    Ok(find(state, token)?.filter(|s| s.stage == stage && s.user_id.is_some()))
+}
+
+/// The person a session belongs to, if any (blocking).
+pub fn user_of(state: &AppState, session: &Session) -> anyhow::Result<Option<User>> {
+    Ok(session
+        .user_id
+        .map(|id| state.users.find_user(id))
+        .transpose()?
+        .flatten())
 }
 
 /// Whether a signed-in session's authentication is recent enough for `max_age`.
@@ -129,21 +149,49 @@ pub fn fresh_enough(session: &Session, max_age: Option<u64>, now: UnixTime) -> b
     }
 }
 
+/// The way on from a sign-in step that created the session `token` at `stage`: to where the
+/// sign-in was going, or to the step still due, with the new cookie.
+pub fn next_step(
+    state: &AppState,
+    stage: SessionStage,
+    token: &str,
+    return_to: &str,
+) -> Result<actix_web::HttpResponse, actix_web::error::HttpError> {
+    let (mut res, ttl) = match stage {
+        SessionStage::SignedIn => (crate::pages::see_other(return_to), SIGNED_IN_TTL),
+        SessionStage::PasswordChange => (
+            crate::pages::see_other(&paths::with_return_to(paths::CHANGE_PASSWORD, return_to)),
+            ANONYMOUS_TTL,
+        ),
+        SessionStage::SecondFactor => (
+            crate::pages::see_other(&paths::with_return_to(paths::SECOND_FACTOR, return_to)),
+            ANONYMOUS_TTL,
+        ),
+        SessionStage::Anonymous => (
+            crate::pages::see_other(&paths::with_return_to(paths::LOGIN, return_to)),
+            ANONYMOUS_TTL,
+        ),
+    };
+    res.add_cookie(&cookie(state, token, ttl))?;
+    Ok(res)
+}
+
 /// For a form post: the session token, once the form's CSRF token matches it. Otherwise the
-/// status to answer with: 403 for a post a browser says came from another site, 400 without a
-/// session, 403 for a wrong or missing CSRF token.
+/// error page to answer with: 403 for a post a browser says came from another site, 400
+/// without a session, 403 for a wrong or missing CSRF token.
 pub fn form_token(
     req: &HttpRequest,
     state: &AppState,
     csrf: Option<&str>,
-) -> Result<String, actix_web::http::StatusCode> {
+) -> Result<String, Box<actix_web::HttpResponse>> {
     use actix_web::http::StatusCode;
+    let refuse = |status| Box::new(crate::errors::error_response(req, status));
     if cross_site(req, state) {
-        return Err(StatusCode::FORBIDDEN);
+        return Err(refuse(StatusCode::FORBIDDEN));
     }
-    let token = token_from(req, state).ok_or(StatusCode::BAD_REQUEST)?;
+    let token = token_from(req, state).ok_or_else(|| refuse(StatusCode::BAD_REQUEST))?;
     if !csrf_ok(&token, csrf.unwrap_or_default()) {
-        return Err(StatusCode::FORBIDDEN);
+        return Err(refuse(StatusCode::FORBIDDEN));
     }
     Ok(token)
 }

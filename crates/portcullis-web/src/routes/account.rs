@@ -4,7 +4,6 @@
 //! under the master key for this user only.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::model::User;
 use portcullis_core::totp::{self, TotpCode, TotpSecret};
@@ -22,14 +21,7 @@ async fn signed_in_user(
     req: &HttpRequest,
     state: &web::Data<AppState>,
 ) -> Result<Result<(String, User), HttpResponse>, InternalError> {
-    let to_login = || {
-        HttpResponse::SeeOther()
-            .insert_header((
-                LOCATION,
-                paths::with_return_to(paths::LOGIN, paths::ACCOUNT),
-            ))
-            .finish()
-    };
+    let to_login = || pages::see_other(&paths::with_return_to(paths::LOGIN, paths::ACCOUNT));
     let Some(token) = session::token_from(req, state) else {
         return Ok(Err(to_login()));
     };
@@ -38,11 +30,7 @@ async fn signed_in_user(
         let Some(session) = session::signed_in(&st, &t)? else {
             return Ok(None);
         };
-        Ok(session
-            .user_id
-            .map(|id| st.users.find_user(id))
-            .transpose()?
-            .flatten())
+        session::user_of(&st, &session)
     })
     .await??;
     Ok(user.map(|u| (token, u)).ok_or_else(to_login))
@@ -58,7 +46,12 @@ pub async fn show(
     };
     let st = state.clone();
     let id = user.id;
-    let left = web::block(move || st.totp.recovery_codes_left(id)).await??;
+    // The page counts recovery codes only when two-step verification is on.
+    let left = if user.totp_enabled {
+        web::block(move || st.totp.recovery_codes_left(id)).await??
+    } else {
+        0
+    };
     Ok(pages::render(
         StatusCode::OK,
         &AccountPage {
@@ -138,9 +131,7 @@ async fn enrolling_user(
     state: &web::Data<AppState>,
 ) -> Result<Result<(String, User), HttpResponse>, InternalError> {
     Ok(match signed_in_user(req, state).await? {
-        Ok((_, user)) if user.totp_enabled => Err(HttpResponse::SeeOther()
-            .insert_header((LOCATION, paths::ACCOUNT))
-            .finish()),
+        Ok((_, user)) if user.totp_enabled => Err(pages::see_other(paths::ACCOUNT)),
         other => other,
     })
 }
@@ -170,8 +161,8 @@ pub async fn submit_setup(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, InternalError> {
     let form = form.into_inner();
-    if let Err(status) = session::form_token(&req, &state, form.csrf_token.as_deref()) {
-        return Ok(error_response(&req, status));
+    if let Err(refused) = session::form_token(&req, &state, form.csrf_token.as_deref()) {
+        return Ok(*refused);
     }
     let (token, user) = match enrolling_user(&req, &state).await? {
         Ok(found) => found,

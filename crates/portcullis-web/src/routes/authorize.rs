@@ -4,7 +4,6 @@
 
 use actix_web::error::QueryPayloadError;
 use actix_web::http::StatusCode;
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::authorize::{self, AuthorizationRequest, AuthorizeError, AuthorizeParams};
 use portcullis_core::flow::Session;
@@ -71,12 +70,6 @@ fn return_path(p: &AuthorizeParams) -> String {
     format!("{}?{}", paths::AUTHORIZE, q.finish())
 }
 
-fn redirect(to: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, to))
-        .finish()
-}
-
 enum Next {
     Refuse(AuthorizeError),
     Login,
@@ -133,12 +126,7 @@ fn decide(
         }
         return Ok(Next::Login);
     };
-    let user = match session
-        .user_id
-        .map(|id| state.users.find_user(id))
-        .transpose()?
-        .flatten()
-    {
+    let user = match session::user_of(state, &session)? {
         Some(u) if u.status == UserStatus::Active => u,
         _ => {
             state.flow.delete_session(&session.id)?;
@@ -181,27 +169,50 @@ fn decide(
     Ok(Next::Code(url))
 }
 
-async fn handle(
+/// Where the sign-in and consent pages return to, and the sign-in hint, of a parsed request.
+struct Resume {
+    back: String,
+    login_hint: Option<String>,
+}
+
+/// The pairs as sent, repeats included, so that a repeated parameter is noticed. Parsing and
+/// deciding are one trip to the blocking pool.
+async fn from_pairs(
     req: HttpRequest,
-    params: AuthorizeParams,
+    pairs: Pairs,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, InternalError> {
     let token = session::token_from(&req, &state);
     let st = state.clone();
-    let p = params.clone();
-    let next = web::block(move || decide(&st, &p, token)).await??;
+    let (next, resume) = web::block(move || -> anyhow::Result<(Next, Option<Resume>)> {
+        match authorize::params_from_pairs(st.clients.as_ref(), &pairs) {
+            Ok(params) => {
+                let next = decide(&st, &params, token)?;
+                let resume = Resume {
+                    back: return_path(&params),
+                    login_hint: params.login_hint,
+                };
+                Ok((next, Some(resume)))
+            }
+            Err(e) => Ok((Next::Refuse(e), None)),
+        }
+    })
+    .await??;
+    let resume = resume.unwrap_or(Resume {
+        back: String::new(),
+        login_hint: None,
+    });
     Ok(match next {
         Next::Refuse(AuthorizeError::Page(message)) => refused_page(&req, &message),
-        Next::Refuse(AuthorizeError::Redirect(r)) => redirect(&r.url(&state.issuer)),
+        Next::Refuse(AuthorizeError::Redirect(r)) => pages::see_other(&r.url(&state.issuer)),
         Next::Refuse(AuthorizeError::Store(e)) => return Err(e.into()),
         Next::Login => {
-            let back = return_path(&params);
-            let mut target = paths::with_return_to(paths::LOGIN, &back);
-            if let Some(hint) = &params.login_hint {
+            let mut target = paths::with_return_to(paths::LOGIN, &resume.back);
+            if let Some(hint) = &resume.login_hint {
                 target.push_str("&login_hint=");
                 target.extend(url::form_urlencoded::byte_serialize(hint.as_bytes()));
             }
-            redirect(&target)
+            pages::see_other(&target)
         }
         Next::Consent { req: ar, username } => {
             let token = session::token_from(&req, &state).unwrap_or_default();
@@ -213,32 +224,15 @@ async fn handle(
                     username: &username,
                     scopes,
                     csrf_token: &session::csrf_for(&token),
-                    return_to: &return_path(&params),
+                    return_to: &resume.back,
                 },
             )
         }
-        Next::Code(url) => redirect(&url),
+        Next::Code(url) => pages::see_other(&url),
     })
 }
 
 type Pairs = Vec<(String, String)>;
-
-/// The pairs as sent, repeats included, so that a repeated parameter is noticed.
-async fn from_pairs(
-    req: HttpRequest,
-    pairs: Pairs,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, InternalError> {
-    let st = state.clone();
-    let parsed =
-        web::block(move || authorize::params_from_pairs(st.clients.as_ref(), &pairs)).await?;
-    match parsed {
-        Ok(params) => handle(req, params, state).await,
-        Err(AuthorizeError::Page(message)) => Ok(refused_page(&req, &message)),
-        Err(AuthorizeError::Redirect(r)) => Ok(redirect(&r.url(&state.issuer))),
-        Err(AuthorizeError::Store(e)) => Err(e.into()),
-    }
-}
 
 pub async fn get(
     req: HttpRequest,
@@ -271,7 +265,7 @@ pub async fn consent(
     let form = form.into_inner();
     let token = match session::form_token(&req, &state, form.csrf_token.as_deref()) {
         Ok(token) => token,
-        Err(status) => return Ok(error_response(&req, status)),
+        Err(refused) => return Ok(*refused),
     };
     let return_to = safe_return_to(form.return_to.as_deref());
     let query = return_to
@@ -328,7 +322,7 @@ pub async fn consent(
     })
     .await??;
     Ok(match outcome {
-        Ok(to) => redirect(&to),
+        Ok(to) => pages::see_other(&to),
         Err(message) => refused_page(&req, &message),
     })
 }

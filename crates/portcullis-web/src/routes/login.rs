@@ -2,7 +2,6 @@
 //! fixation) and returns to where the authorization request was.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::domain::Username;
 use portcullis_core::flow::SessionStage;
@@ -11,7 +10,7 @@ use portcullis_core::password::Password;
 use serde::Deserialize;
 
 use crate::audit;
-use crate::errors::{InternalError, error_response};
+use crate::errors::InternalError;
 use crate::pages::{self, ChangePasswordPage, LoginPage};
 use crate::paths;
 use crate::session;
@@ -79,6 +78,7 @@ fn client_name_for(state: &AppState, return_to: &str) -> anyhow::Result<Option<S
 }
 
 fn page(
+    status: StatusCode,
     csrf: &str,
     return_to: &str,
     username: &str,
@@ -86,7 +86,7 @@ fn page(
     error: Option<&str>,
 ) -> HttpResponse {
     pages::render(
-        StatusCode::OK,
+        status,
         &LoginPage {
             csrf_token: csrf,
             return_to,
@@ -126,6 +126,7 @@ pub async fn show(
     )
     .await??;
     let mut res = page(
+        StatusCode::OK,
         &session::csrf_for(&token.0),
         &return_to,
         &hint,
@@ -139,15 +140,10 @@ pub async fn show(
 }
 
 enum Outcome {
-    SignedIn {
+    /// The password was right: a new session at `stage` (signed in, or a step still due).
+    Accepted {
         token: String,
-    },
-    MustChange {
-        token: String,
-    },
-    /// The password was right; the account's failure count stays until the code is too.
-    SecondFactor {
-        token: String,
+        stage: SessionStage,
     },
     Refused {
         token: String,
@@ -165,7 +161,7 @@ pub async fn submit(
     let return_to = safe_return_to(form.return_to.as_deref());
     let token = match session::form_token(&req, &state, form.csrf_token.as_deref()) {
         Ok(token) => token,
-        Err(status) => return Ok(error_response(&req, status)),
+        Err(refused) => return Ok(*refused),
     };
     // Every attempt counts before the password is looked at, so that parallel guesses cannot
     // slip past the limit; a sign-in clears the account's count. An unknown name is counted
@@ -207,20 +203,14 @@ pub async fn submit(
             "Too many sign-in attempts. Try again in {minutes} minute{}.",
             if minutes == 1 { "" } else { "s" }
         );
-        let mut res = pages::render(
+        let username: String = form.username.unwrap_or_default().chars().take(64).collect();
+        let mut res = page(
             StatusCode::TOO_MANY_REQUESTS,
-            &LoginPage {
-                csrf_token: &session::csrf_for(&token),
-                return_to: &return_to,
-                username: &form
-                    .username
-                    .unwrap_or_default()
-                    .chars()
-                    .take(64)
-                    .collect::<String>(),
-                client_name: None,
-                error: Some(&message),
-            },
+            &session::csrf_for(&token),
+            &return_to,
+            &username,
+            None,
+            Some(&message),
         );
         throttle.write_headers(res.headers_mut());
         return Ok(res);
@@ -264,11 +254,7 @@ pub async fn submit(
                     ),
                 );
                 let token = fresh.reveal().to_owned();
-                Ok(match stage {
-                    SessionStage::SignedIn => Outcome::SignedIn { token },
-                    SessionStage::SecondFactor => Outcome::SecondFactor { token },
-                    _ => Outcome::MustChange { token },
-                })
+                Ok(Outcome::Accepted { token, stage })
             }
             _ => {
                 tracing::info!("sign-in refused");
@@ -294,7 +280,7 @@ pub async fn submit(
     .await??;
     if matches!(
         outcome,
-        Outcome::SignedIn { .. } | Outcome::MustChange { .. }
+        Outcome::Accepted { stage, .. } if stage != SessionStage::SecondFactor
     ) {
         state
             .limiter
@@ -302,30 +288,11 @@ pub async fn submit(
             .await;
     }
     match outcome {
-        Outcome::SignedIn { token } => {
-            let mut res = HttpResponse::SeeOther()
-                .insert_header((LOCATION, return_to))
-                .finish();
-            res.add_cookie(&session::cookie(&state, &token, session::SIGNED_IN_TTL))?;
-            Ok(res)
-        }
-        Outcome::MustChange { token } => {
-            let target = paths::with_return_to(paths::CHANGE_PASSWORD, &return_to);
-            let mut res = HttpResponse::SeeOther()
-                .insert_header((LOCATION, target))
-                .finish();
-            res.add_cookie(&session::cookie(&state, &token, session::ANONYMOUS_TTL))?;
-            Ok(res)
-        }
-        Outcome::SecondFactor { token } => {
-            let target = paths::with_return_to(paths::SECOND_FACTOR, &return_to);
-            let mut res = HttpResponse::SeeOther()
-                .insert_header((LOCATION, target))
-                .finish();
-            res.add_cookie(&session::cookie(&state, &token, session::ANONYMOUS_TTL))?;
-            Ok(res)
+        Outcome::Accepted { token, stage } => {
+            Ok(session::next_step(&state, stage, &token, &return_to)?)
         }
         Outcome::Refused { token, username } => Ok(page(
+            StatusCode::OK,
             &session::csrf_for(&token),
             &return_to,
             &username,
@@ -334,9 +301,7 @@ pub async fn submit(
         )),
         Outcome::Expired => {
             let target = paths::with_return_to(paths::LOGIN, &return_to);
-            Ok(HttpResponse::SeeOther()
-                .insert_header((LOCATION, target))
-                .finish())
+            Ok(pages::see_other(&target))
         }
     }
 }
@@ -365,8 +330,7 @@ fn pending(
     state: &AppState,
     token: &str,
 ) -> anyhow::Result<Option<portcullis_core::flow::Session>> {
-    Ok(session::find(state, token)?
-        .filter(|s| s.stage == SessionStage::PasswordChange && s.user_id.is_some()))
+    session::at_stage(state, token, SessionStage::PasswordChange)
 }
 
 /// The first sign-in with a password that must be changed ends here, and nowhere else.
@@ -377,16 +341,12 @@ pub async fn show_change(
 ) -> Result<HttpResponse, InternalError> {
     let return_to = safe_return_to(query.return_to.as_deref());
     let Some(token) = session::token_from(&req, &state) else {
-        return Ok(HttpResponse::SeeOther()
-            .insert_header((LOCATION, paths::LOGIN))
-            .finish());
+        return Ok(pages::see_other(paths::LOGIN));
     };
     let st = state.clone();
     let t = token.clone();
     if web::block(move || pending(&st, &t)).await??.is_none() {
-        return Ok(HttpResponse::SeeOther()
-            .insert_header((LOCATION, paths::LOGIN))
-            .finish());
+        return Ok(pages::see_other(paths::LOGIN));
     }
     Ok(change_page(&session::csrf_for(&token), &return_to, None))
 }
@@ -400,7 +360,7 @@ pub async fn submit_change(
     let return_to = safe_return_to(form.return_to.as_deref());
     let token = match session::form_token(&req, &state, form.csrf_token.as_deref()) {
         Ok(token) => token,
-        Err(status) => return Ok(error_response(&req, status)),
+        Err(refused) => return Ok(*refused),
     };
     let csrf = session::csrf_for(&token);
     let new = form.new_password.unwrap_or_default();
@@ -449,21 +409,18 @@ pub async fn submit_change(
     })
     .await??;
     match outcome {
-        Ok(token) => {
-            let mut res = HttpResponse::SeeOther()
-                .insert_header((LOCATION, return_to))
-                .finish();
-            res.add_cookie(&session::cookie(&state, &token, session::SIGNED_IN_TTL))?;
-            Ok(res)
-        }
+        Ok(token) => Ok(session::next_step(
+            &state,
+            SessionStage::SignedIn,
+            &token,
+            &return_to,
+        )?),
         Err("same") => Ok(change_page(
             &csrf,
             &return_to,
             Some("Choose a password different from the current one."),
         )),
-        Err(_) => Ok(HttpResponse::SeeOther()
-            .insert_header((LOCATION, paths::LOGIN))
-            .finish()),
+        Err(_) => Ok(pages::see_other(paths::LOGIN)),
     }
 }
 

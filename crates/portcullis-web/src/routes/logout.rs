@@ -4,7 +4,6 @@
 //! must be registered for the client, matched exactly.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::domain::ClientId;
 use serde::Deserialize;
@@ -75,25 +74,23 @@ fn plan(
         (Some(h), _) => Some(h.aud.clone()),
         (None, c) => c.clone(),
     };
-    if let Some(h) = &hint {
-        let known = match ClientId::parse(&h.aud) {
-            Ok(id) => state.clients.find_client(&id)?.is_some(),
-            Err(_) => false,
-        };
-        if !known {
-            return Ok(Plan::Invalid(
-                "The sign-out request comes from an application that is not registered.",
-            ));
+    // The application, looked up once: a hint must name a registered one, and a return
+    // address must be registered for it.
+    let client = match client_id.as_deref().map(ClientId::parse) {
+        Some(Ok(id)) if hint.is_some() || p.post_logout_redirect_uri.is_some() => {
+            state.clients.find_client(&id)?
         }
+        _ => None,
+    };
+    if hint.is_some() && client.is_none() {
+        return Ok(Plan::Invalid(
+            "The sign-out request comes from an application that is not registered.",
+        ));
     }
     let redirect = match &p.post_logout_redirect_uri {
         None => None,
         Some(uri) => {
-            let client = match client_id.as_deref().map(ClientId::parse) {
-                Some(Ok(id)) => state.clients.find_client(&id)?,
-                _ => None,
-            };
-            let Some(client) = client else {
+            let Some(client) = &client else {
                 return Ok(Plan::Invalid(
                     "The sign-out request does not say which application it comes from.",
                 ));
@@ -137,12 +134,7 @@ fn plan(
             redirect,
         });
     }
-    let username = match session
-        .user_id
-        .map(|u| state.users.find_user(u))
-        .transpose()?
-        .flatten()
-    {
+    let username = match session::user_of(state, &session)? {
         Some(u) => u.username.to_string(),
         None => String::new(),
     };
@@ -222,9 +214,7 @@ async fn handle(
         ),
         Plan::SignOut { redirect, .. } => {
             let mut res = match redirect {
-                Some(to) => HttpResponse::SeeOther()
-                    .insert_header((LOCATION, to))
-                    .finish(),
+                Some(to) => pages::see_other(&to),
                 None => pages::render(StatusCode::OK, &SignedOutPage),
             };
             res.add_cookie(&session::removal(&state))?;

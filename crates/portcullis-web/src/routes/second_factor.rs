@@ -3,14 +3,13 @@
 //! attempt, so guessing codes meets the same limit; a code is accepted once.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::flow::{Session, SessionStage};
 use portcullis_core::totp::{self, TotpCode, TotpSecret};
 use serde::Deserialize;
 
 use crate::audit;
-use crate::errors::{InternalError, error_response};
+use crate::errors::InternalError;
 use crate::pages::{self, TotpLoginPage};
 use crate::routes::login::{ACCOUNT_POLICY, LoginQuery, safe_return_to};
 use crate::session;
@@ -38,14 +37,11 @@ fn page(status: StatusCode, csrf: &str, return_to: &str, error: Option<&str>) ->
 
 /// The session behind the request if it is at the second step (blocking).
 fn pending(state: &AppState, token: &str) -> anyhow::Result<Option<Session>> {
-    Ok(session::find(state, token)?
-        .filter(|s| s.stage == SessionStage::SecondFactor && s.user_id.is_some()))
+    session::at_stage(state, token, SessionStage::SecondFactor)
 }
 
 fn to_login() -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, paths::LOGIN))
-        .finish()
+    pages::see_other(paths::LOGIN)
 }
 
 pub async fn show(
@@ -84,19 +80,14 @@ pub async fn submit(
     let return_to = safe_return_to(form.return_to.as_deref());
     let token = match session::form_token(&req, &state, form.csrf_token.as_deref()) {
         Ok(token) => token,
-        Err(status) => return Ok(error_response(&req, status)),
+        Err(refused) => return Ok(*refused),
     };
     let (st, t) = (state.clone(), token.clone());
     let found = web::block(move || -> anyhow::Result<_> {
         let Some(session) = pending(&st, &t)? else {
             return Ok(None);
         };
-        let user = session
-            .user_id
-            .map(|id| st.users.find_user(id))
-            .transpose()?
-            .flatten();
-        Ok(user.map(|u| (session, u)))
+        Ok(session::user_of(&st, &session)?.map(|u| (session, u)))
     })
     .await??;
     let Some((old, user)) = found else {
@@ -139,7 +130,7 @@ pub async fn submit(
     let st = state.clone();
     let checked = web::block(move || -> anyhow::Result<Checked> {
         let now = st.clock.now();
-        let accepted = match TotpCode::parse(&typed) {
+        let (kind, accepted) = match TotpCode::parse(&typed) {
             Some(code) => {
                 let Some((sealed, last_step)) = st.totp.totp(user.id)? else {
                     return Ok(Checked::Expired);
@@ -151,20 +142,18 @@ pub async fn submit(
                     .ok_or_else(|| {
                     anyhow::anyhow!("a stored TOTP secret has the wrong length")
                 })?;
-                match secret.verify(&code, now, last_step) {
+                let accepted = match secret.verify(&code, now, last_step) {
                     // The store takes the step only if no one took it meanwhile.
                     Some(step) => st.totp.use_totp_step(user.id, step)?,
                     None => false,
-                }
+                };
+                ("totp", accepted)
             }
-            None => st
-                .totp
-                .use_recovery_code(user.id, &totp::recovery_hash(&typed), now)?,
-        };
-        let kind = if TotpCode::parse(&typed).is_some() {
-            "totp"
-        } else {
-            "recovery_code"
+            None => (
+                "recovery_code",
+                st.totp
+                    .use_recovery_code(user.id, &totp::recovery_hash(&typed), now)?,
+            ),
         };
         audit::record(
             &st,
@@ -216,19 +205,7 @@ pub async fn submit(
                     state.limits.login_failures_per_account,
                 )
                 .await;
-            let (target, ttl) = if stage == SessionStage::SignedIn {
-                (return_to, session::SIGNED_IN_TTL)
-            } else {
-                (
-                    paths::with_return_to(paths::CHANGE_PASSWORD, &return_to),
-                    session::ANONYMOUS_TTL,
-                )
-            };
-            let mut res = HttpResponse::SeeOther()
-                .insert_header((LOCATION, target))
-                .finish();
-            res.add_cookie(&session::cookie(&state, &token, ttl))?;
-            Ok(res)
+            Ok(session::next_step(&state, stage, &token, &return_to)?)
         }
         Checked::Wrong => {
             let mut res = page(

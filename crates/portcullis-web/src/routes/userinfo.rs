@@ -64,8 +64,10 @@ pub async fn userinfo(
             if !claims.aud.contains(st.issuer.as_str()) {
                 return Ok(None);
             }
+            // Without `openid` the answer is 403 whoever the user is: no need to look.
+            let openid = claims.scope.split(' ').any(|s| s == "openid");
             let user = match uuid::Uuid::parse_str(&claims.sub) {
-                Ok(id) if claims.gid.is_some() => st
+                Ok(id) if openid && claims.gid.is_some() => st
                     .users
                     .find_user(portcullis_core::model::UserId(id))?
                     .filter(|u| u.status == portcullis_core::model::UserStatus::Active),
