@@ -6,7 +6,7 @@ use portcullis_core::audit::{AuditEvent, AuditRecord, GENESIS_HASH, Outcome};
 use portcullis_core::store::{AuditStore, StoreError};
 
 use crate::DieselStore;
-use crate::db::{DbConnection, write_tx};
+use crate::db::{DbConnection, XactLock, write_tx, xact_lock};
 use crate::error::{corrupt, from_diesel};
 use crate::schema::audit_events;
 
@@ -20,9 +20,7 @@ pub(crate) fn append(
     if events.is_empty() {
         return Ok(());
     }
-    if let DbConnection::Pg(_) = conn {
-        diesel::sql_query("SELECT pg_advisory_xact_lock(7543024)").execute(conn)?;
-    }
+    xact_lock(conn, XactLock::AuditChain)?;
     let last: Option<(i64, String)> = audit_events::table
         .select((audit_events::seq, audit_events::hash))
         .order(audit_events::seq.desc())

@@ -6,8 +6,7 @@ use diesel::prelude::*;
 use portcullis_core::UnixTime;
 use portcullis_core::audit::AuditEvent;
 use portcullis_core::domain::{
-    ClientAuthMethod, ClientId, ClientName, GrantType, InvalidInput, RedirectUri, ScopeSet,
-    TierName,
+    ClientAuthMethod, ClientId, ClientName, GrantType, RedirectUri, ScopeSet, TierName,
 };
 use portcullis_core::model::{Client, ClientSecretRecord, TokenSettings};
 use portcullis_core::secret::TokenHash;
@@ -15,7 +14,7 @@ use portcullis_core::store::{ClientStore, StoreError};
 
 use crate::DieselStore;
 use crate::db::{DbConnection, write_tx};
-use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
+use crate::error::{TxError, corrupt, from_diesel, is_unique_violation, json_list, parse_list};
 use crate::schema::{client_secrets, clients};
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -36,27 +35,6 @@ struct ClientRow {
     created_at: i64,
     updated_at: i64,
     rate_limit_tier: Option<String>,
-}
-
-fn json_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    serde_json::Value::Array(
-        items
-            .map(|s| serde_json::Value::String(s.to_owned()))
-            .collect(),
-    )
-    .to_string()
-}
-
-fn parse_list<T>(
-    column: &str,
-    raw: &str,
-    parse: fn(&str) -> Result<T, InvalidInput>,
-) -> Result<Vec<T>, StoreError> {
-    let items: Vec<String> = serde_json::from_str(raw).map_err(|e| corrupt(column, e))?;
-    items
-        .iter()
-        .map(|s| parse(s).map_err(|e| corrupt(column, e)))
-        .collect()
 }
 
 fn secs(d: Duration) -> i64 {

@@ -338,6 +338,27 @@ where
     }
 }
 
+/// Advisory locks that order writers across PostgreSQL nodes (SQLite's `BEGIN IMMEDIATE`
+/// already serialises them). 7543021 guards migrations.
+#[derive(Clone, Copy)]
+pub(crate) enum XactLock {
+    /// Creating the first administrator on an empty table.
+    InitialAdmin = 7_543_022,
+    /// Changing the signing keys.
+    SigningKeys = 7_543_023,
+    /// Appending to the audit chain.
+    AuditChain = 7_543_024,
+}
+
+/// Takes `lock` until the end of the current transaction on PostgreSQL; nothing on SQLite.
+pub(crate) fn xact_lock(conn: &mut DbConnection, lock: XactLock) -> diesel::QueryResult<()> {
+    if let DbConnection::Pg(_) = conn {
+        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({})", lock as i64))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// `SELECT 1`, for readiness.
 pub fn ping(conn: &mut DbConnection) -> diesel::QueryResult<()> {
     diesel::sql_query("SELECT 1").execute(conn).map(|_| ())

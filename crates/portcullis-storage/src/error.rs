@@ -30,6 +30,34 @@ pub(crate) fn is_unique_violation(e: &Error) -> bool {
     )
 }
 
+/// A list as stored: a JSON array of strings in TEXT.
+pub(crate) fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::to_string(&items.into_iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+/// A stored list, each item parsed; anything that does not parse is corrupt.
+pub(crate) fn parse_list<T, E: std::fmt::Display>(
+    column: &str,
+    raw: &str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Vec<T>, StoreError> {
+    let items: Vec<String> = serde_json::from_str(raw).map_err(|e| corrupt(column, e))?;
+    items
+        .iter()
+        .map(|s| parse(s).map_err(|e| corrupt(column, e)))
+        .collect()
+}
+
+/// A stored user id, parsed.
+pub(crate) fn user_id(
+    column: &str,
+    raw: &str,
+) -> Result<portcullis_core::model::UserId, StoreError> {
+    uuid::Uuid::parse_str(raw)
+        .map(portcullis_core::model::UserId)
+        .map_err(|e| corrupt(column, e))
+}
+
 /// A stored value that no longer parses.
 pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))

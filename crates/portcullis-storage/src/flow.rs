@@ -12,24 +12,19 @@ use portcullis_core::store::StoreError;
 
 use crate::DieselStore;
 use crate::db::{DbConnection, write_tx};
-use crate::error::{TxError, corrupt, from_diesel};
+use crate::error::{
+    TxError, corrupt, from_diesel, is_unique_violation, json_list, parse_list, user_id,
+};
 use crate::schema::{authorization_codes, consents, grants, login_sessions, refresh_tokens};
 
 /// grant id, redirect URI, nonce, challenge, created, expires.
 type CodeRow = (String, String, Option<String>, Option<String>, i64, i64);
 
-fn json_list(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
-fn parse_list(column: &str, raw: &str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(raw).map_err(|e| corrupt(column, e))
-}
-
-fn user_id(column: &str, raw: &str) -> Result<UserId, StoreError> {
-    uuid::Uuid::parse_str(raw)
-        .map(UserId)
-        .map_err(|e| corrupt(column, e))
+/// A stored list of plain strings.
+fn strings(column: &str, raw: &str) -> Result<Vec<String>, StoreError> {
+    parse_list(column, raw, |s| {
+        Ok::<_, std::convert::Infallible>(s.to_owned())
+    })
 }
 
 #[derive(Queryable, Selectable)]
@@ -54,7 +49,7 @@ impl SessionRow {
                 .as_deref()
                 .map(|u| user_id("login_sessions.user_id", u))
                 .transpose()?,
-            amr: parse_list("login_sessions.amr", &self.amr)?,
+            amr: strings("login_sessions.amr", &self.amr)?,
             stage: SessionStage::parse(&self.stage)
                 .ok_or_else(|| corrupt("login_sessions.stage", &self.stage))?,
             id: self.id,
@@ -92,7 +87,7 @@ impl GrantRow {
                 self.user_id.as_deref().unwrap_or_default(),
             )?,
             scope: ScopeSet::parse(&self.scope).map_err(|e| corrupt("grants.scope", e))?,
-            amr: parse_list("grants.amr", &self.amr)?,
+            amr: strings("grants.amr", &self.amr)?,
             id: self.id,
             session_id: self.session_id,
             auth_time: UnixTime::from_secs(self.auth_time.unwrap_or(self.created_at)),
@@ -134,7 +129,7 @@ impl FlowStore for DieselStore {
                 login_sessions::user_id.eq(s.user_id.map(|u| u.to_string())),
                 login_sessions::stage.eq(s.stage.as_str()),
                 login_sessions::authenticated_at.eq(s.authenticated_at.map(UnixTime::as_secs)),
-                login_sessions::amr.eq(json_list(&s.amr)),
+                login_sessions::amr.eq(json_list(s.amr.iter().map(String::as_str))),
                 login_sessions::csrf_token_hash.eq(s.csrf_hash.as_str()),
                 login_sessions::created_at.eq(s.created_at.as_secs()),
                 login_sessions::last_seen_at.eq(s.created_at.as_secs()),
@@ -204,10 +199,7 @@ impl FlowStore for DieselStore {
             attempts += 1;
             let outcome = write_tx(&mut conn, |conn| save_consent_once(conn, &key, scope, now));
             match outcome {
-                Err(TxError::Diesel(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::UniqueViolation,
-                    _,
-                ))) if attempts < 2 => continue,
+                Err(TxError::Diesel(e)) if is_unique_violation(&e) && attempts < 2 => continue,
                 other => return other.map_err(StoreError::from),
             }
         }
@@ -224,7 +216,7 @@ impl FlowStore for DieselStore {
                     grants::session_id.eq(&g.session_id),
                     grants::scope.eq(g.scope.to_string()),
                     grants::auth_time.eq(g.auth_time.as_secs()),
-                    grants::amr.eq(json_list(&g.amr)),
+                    grants::amr.eq(json_list(g.amr.iter().map(String::as_str))),
                     grants::created_at.eq(g.created_at.as_secs()),
                     grants::expires_at.eq(g.expires_at.as_secs()),
                 ))

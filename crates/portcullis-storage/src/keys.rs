@@ -7,7 +7,7 @@ use portcullis_core::keys::{KeyError, KeyState, SigningAlg, StoredKey};
 use portcullis_core::store::{GrantStore, KeyStore, StoreError};
 
 use crate::DieselStore;
-use crate::db::{DbConnection, write_tx};
+use crate::db::{DbConnection, XactLock, write_tx, xact_lock};
 use crate::error::{corrupt, from_diesel, is_unique_violation};
 use crate::schema::{grants, revoked_tokens, signing_keys};
 
@@ -72,9 +72,7 @@ impl KeyStore for DieselStore {
     ) -> Result<KeyChanges, LifecycleError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
-            if let DbConnection::Pg(_) = conn {
-                diesel::sql_query("SELECT pg_advisory_xact_lock(7543023)").execute(conn)?;
-            }
+            xact_lock(conn, XactLock::SigningKeys)?;
             let keys = load_keys(conn)?;
             let changes = realise(&keys).map_err(ChangeError::Key)?;
             for kid in &changes.delete {

@@ -120,11 +120,7 @@ impl TotpStore for DieselStore {
             .map_err(from_diesel)?;
         rows.into_iter()
             .filter_map(|(id, sealed)| sealed.map(|s| (id, s)))
-            .map(|(id, sealed)| {
-                let id =
-                    uuid::Uuid::parse_str(&id).map_err(|e| crate::error::corrupt("users.id", e))?;
-                Ok((UserId(id), sealed))
-            })
+            .map(|(id, sealed)| Ok((crate::error::user_id("users.id", &id)?, sealed)))
             .collect()
     }
 

@@ -8,7 +8,7 @@ use portcullis_core::password::PasswordHash;
 use portcullis_core::store::{StoreError, UserStore};
 
 use crate::DieselStore;
-use crate::db::{DbConnection, write_tx};
+use crate::db::{DbConnection, XactLock, write_tx, xact_lock};
 use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
 use crate::schema::{grants, login_sessions, roles, user_roles, users};
 
@@ -62,7 +62,7 @@ impl<'a> NewUserRow<'a> {
 impl UserRow {
     fn into_user(self, roles: Vec<RoleName>) -> Result<User, StoreError> {
         Ok(User {
-            id: UserId(uuid::Uuid::parse_str(&self.id).map_err(|e| corrupt("users.id", e))?),
+            id: crate::error::user_id("users.id", &self.id)?,
             username: Username::parse(&self.username).map_err(|e| corrupt("users.username", e))?,
             email: self
                 .email
@@ -180,9 +180,7 @@ impl UserStore for DieselStore {
         write_tx(&mut conn, |conn| {
             // SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL needs a lock so
             // that two nodes starting at once cannot both see an empty table.
-            if let DbConnection::Pg(_) = conn {
-                diesel::sql_query("SELECT pg_advisory_xact_lock(7543022)").execute(conn)?;
-            }
+            xact_lock(conn, XactLock::InitialAdmin)?;
             let count: i64 = users::table.count().get_result(conn)?;
             if count > 0 {
                 return Ok(false);

@@ -136,12 +136,22 @@ pub fn error_response(req: &HttpRequest, status: StatusCode) -> HttpResponse {
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(body);
     }
+    error_page(req, status, title, message)
+}
+
+/// An error page with our own words, naming the request.
+pub fn error_page(
+    req: &HttpRequest,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+) -> HttpResponse {
     pages::render(
         status,
         &ErrorPage {
             title,
             message,
-            request_id: id.map(|id: RequestId| id.to_string()),
+            request_id: request_id::of(req).map(|id: RequestId| id.to_string()),
         },
     )
 }

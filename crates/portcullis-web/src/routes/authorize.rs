@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::audit;
 use crate::errors::{InternalError, error_response};
-use crate::pages::{self, ConsentPage, ErrorPage, describe_scopes};
+use crate::pages::{self, ConsentPage, describe_scopes};
 use crate::paths;
 use crate::routes::login::safe_return_to;
 use crate::session;
@@ -34,14 +34,11 @@ pub fn query_error(err: QueryPayloadError, req: &HttpRequest) -> actix_web::Erro
 }
 
 fn refused_page(req: &HttpRequest, message: &str) -> HttpResponse {
-    let id = crate::request_id::of(req).map(|id| id.to_string());
-    pages::render(
+    crate::errors::error_page(
+        req,
         StatusCode::BAD_REQUEST,
-        &ErrorPage {
-            title: "This sign-in request cannot be completed",
-            message,
-            request_id: id,
-        },
+        "This sign-in request cannot be completed",
+        message,
     )
 }
 

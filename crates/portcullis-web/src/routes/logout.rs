@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::audit;
 use crate::errors::{InternalError, error_response};
-use crate::pages::{self, ErrorPage, LogoutConfirmPage, SignedOutPage};
+use crate::pages::{self, LogoutConfirmPage, SignedOutPage};
 use crate::session;
 use crate::state::AppState;
 use portcullis_core::audit::Outcome as AuditOutcome;
@@ -188,17 +188,12 @@ async fn handle(
     })
     .await??;
     Ok(match plan {
-        Plan::Invalid(message) => {
-            let id = crate::request_id::of(&req).map(|id| id.to_string());
-            pages::render(
-                StatusCode::BAD_REQUEST,
-                &ErrorPage {
-                    title: "Sign-out request refused",
-                    message,
-                    request_id: id,
-                },
-            )
-        }
+        Plan::Invalid(message) => crate::errors::error_page(
+            &req,
+            StatusCode::BAD_REQUEST,
+            "Sign-out request refused",
+            message,
+        ),
         Plan::Confirm {
             username,
             client_id,
