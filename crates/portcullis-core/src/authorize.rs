@@ -94,10 +94,6 @@ pub struct AuthorizationRequest {
 }
 
 impl AuthorizationRequest {
-    pub fn is_openid(&self) -> bool {
-        self.scope.contains("openid")
-    }
-
     pub fn refuse(&self, code: ErrorCode, description: &str) -> AuthorizeError {
         AuthorizeError::Redirect(ErrorRedirect {
             redirect_uri: self.redirect_uri.clone(),

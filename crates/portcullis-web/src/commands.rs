@@ -347,16 +347,16 @@ pub fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
 
 pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let stores = startup::open_stores(config)?;
-    let masters = Arc::new(crate::master_key::load_all(config, &OsRandom)?);
-    let maintenance = KeyMaintenance {
-        keys: Arc::new(KeySet::load(Vec::new(), &masters)?),
-        store: stores.keys.clone(),
-        clients: stores.clients.clone(),
-        masters,
-        rng: Arc::new(OsRandom),
-        clock: Arc::new(SystemClock),
-        policy: config.key_policy,
-        interval: config.key_reload_interval,
+    // Listing reads public facts only; changing keys needs the master keys.
+    let maintenance = || -> anyhow::Result<KeyMaintenance> {
+        let masters = Arc::new(crate::master_key::load_all(config, &OsRandom)?);
+        KeyMaintenance::new(
+            config,
+            &stores,
+            masters,
+            Arc::new(OsRandom),
+            Arc::new(SystemClock),
+        )
     };
     match command {
         KeysCommand::List(args) => {
@@ -406,6 +406,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                     })
                     .collect::<anyhow::Result<_>>()?
             };
+            let maintenance = maintenance()?;
             // Keys this process cannot open are not changed: the configured master key must
             // be the one the keys were sealed with.
             KeySet::load(stores.keys.signing_keys()?, &maintenance.masters)?;
@@ -416,6 +417,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             report_key_changes(&changes, args.json, config)
         }
         KeysCommand::Rewrap => {
+            let maintenance = maintenance()?;
             let changes = maintenance.rotator().rewrap(Actor("cli"))?;
             // TOTP secrets are sealed under the master key too.
             let mut secrets = 0;

@@ -24,6 +24,27 @@ pub struct KeyMaintenance {
 }
 
 impl KeyMaintenance {
+    /// The schedule as configured, over `stores`; its key set stays empty until
+    /// [`Rotator::start`] (through [`Self::rotator`]) loads one.
+    pub fn new(
+        config: &crate::settings::Config,
+        stores: &portcullis_storage::Stores,
+        masters: Arc<MasterKeys>,
+        rng: Arc<dyn Random>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            keys: Arc::new(KeySet::load(Vec::new(), &masters)?),
+            store: stores.keys.clone(),
+            clients: stores.clients.clone(),
+            masters,
+            rng,
+            clock,
+            policy: config.key_policy,
+            interval: config.key_reload_interval,
+        })
+    }
+
     pub fn rotator(&self) -> Rotator<'_> {
         Rotator {
             store: self.store.as_ref(),

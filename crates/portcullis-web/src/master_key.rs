@@ -12,23 +12,25 @@ use crate::settings::{Config, MasterKeySource};
 
 /// The configured master key and, while the master key is rotated, the previous one.
 pub fn load_all(config: &Config, rng: &dyn Random) -> anyhow::Result<MasterKeys> {
-    let current = load(&config.master_key, rng)?;
-    let previous = match &config.previous_master_key {
-        Some(MasterKeySource::File(path)) => Some(
-            read(path)
-                .with_context(|| format!("keys.previous_master_key_file ({})", path.display()))?,
-        ),
-        Some(source) => Some(load(source, rng)?),
-        None => None,
-    };
+    let current = load(&config.master_key, "keys.master_key_file", rng)?;
+    let previous = config
+        .previous_master_key
+        .as_ref()
+        .map(|source| load(source, "keys.previous_master_key_file", rng))
+        .transpose()?;
     Ok(MasterKeys::new(current, previous))
 }
 
-pub fn load(source: &MasterKeySource, rng: &dyn Random) -> anyhow::Result<MasterKey> {
+/// The key from `source`; `file_setting` names the setting a file came from, for errors.
+fn load(
+    source: &MasterKeySource,
+    file_setting: &str,
+    rng: &dyn Random,
+) -> anyhow::Result<MasterKey> {
     match source {
         MasterKeySource::Inline(key) => Ok(MasterKey::from_base64(&key.to_base64())?),
         MasterKeySource::File(path) => {
-            read(path).with_context(|| format!("keys.master_key_file ({})", path.display()))
+            read(path).with_context(|| format!("{file_setting} ({})", path.display()))
         }
         MasterKeySource::DevFile(path) if path.exists() => {
             read(path).with_context(|| format!("the development master key {}", path.display()))

@@ -436,6 +436,23 @@ impl RateLimits {
     }
 }
 
+/// A master key given inline (parsed now) or as a file (read at start), not both.
+fn key_source(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    key: &'static str,
+    both: &'static str,
+) -> Result<Option<MasterKeySource>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(key, both)),
+        (Some(inline), None) => Ok(Some(MasterKeySource::Inline(
+            MasterKey::from_base64(inline).map_err(|e| invalid(key, e))?,
+        ))),
+        (None, Some(file)) => Ok(Some(MasterKeySource::File(file.clone()))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// `"600/1m"`: 600 requests a minute.
 fn parse_quota(raw: &str) -> Result<Quota, String> {
     let (requests, window) = raw
@@ -523,42 +540,27 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&s.log.level)
             .map_err(|e| invalid("log.level", e))?;
         let dev = issuer.as_ref().is_none_or(IssuerUrl::is_dev);
-        let master_key = match (&s.keys.master_key, &s.keys.master_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "keys.master_key",
-                    "set keys.master_key or keys.master_key_file, not both",
-                ));
-            }
-            (Some(inline), None) => MasterKeySource::Inline(
-                MasterKey::from_base64(inline).map_err(|e| invalid("keys.master_key", e))?,
-            ),
-            (None, Some(file)) => MasterKeySource::File(file.clone()),
-            (None, None) if dev => MasterKeySource::DevFile(dev_master_key_file(&database)),
-            (None, None) => {
+        let master_key = match key_source(
+            &s.keys.master_key,
+            &s.keys.master_key_file,
+            "keys.master_key",
+            "set keys.master_key or keys.master_key_file, not both",
+        )? {
+            Some(source) => source,
+            None if dev => MasterKeySource::DevFile(dev_master_key_file(&database)),
+            None => {
                 return Err(invalid(
                     "keys.master_key",
                     "is required outside development: generate one with `openssl rand -base64 32` and set PORTCULLIS__KEYS__MASTER_KEY (or keys.master_key_file)",
                 ));
             }
         };
-        let previous_master_key = match (
+        let previous_master_key = key_source(
             &s.keys.previous_master_key,
             &s.keys.previous_master_key_file,
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "keys.previous_master_key",
-                    "set keys.previous_master_key or keys.previous_master_key_file, not both",
-                ));
-            }
-            (Some(inline), None) => Some(MasterKeySource::Inline(
-                MasterKey::from_base64(inline)
-                    .map_err(|e| invalid("keys.previous_master_key", e))?,
-            )),
-            (None, Some(file)) => Some(MasterKeySource::File(file.clone())),
-            (None, None) => None,
-        };
+            "keys.previous_master_key",
+            "set keys.previous_master_key or keys.previous_master_key_file, not both",
+        )?;
         let k = &s.keys;
         if k.reload_interval.0 == 0 {
             return Err(invalid("keys.reload_interval", "must be at least 1s"));

@@ -117,16 +117,8 @@ impl Application {
         )
         .context("cannot create the initial administrator")?;
         let masters = Arc::new(crate::master_key::load_all(config, rng.as_ref())?);
-        let mut maintenance = KeyMaintenance {
-            keys: Arc::new(portcullis_core::keys::KeySet::load(Vec::new(), &masters)?),
-            store: stores.keys.clone(),
-            clients: stores.clients.clone(),
-            masters: masters.clone(),
-            rng: rng.clone(),
-            clock: clock.clone(),
-            policy: config.key_policy,
-            interval: config.key_reload_interval,
-        };
+        let mut maintenance =
+            KeyMaintenance::new(config, &stores, masters.clone(), rng.clone(), clock.clone())?;
         let ttl = maintenance.longest_token_ttl()?;
         maintenance.keys = Arc::new(
             maintenance
