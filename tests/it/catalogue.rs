@@ -89,6 +89,7 @@ async fn case_2_redirect_uri_near_misses_and_the_loopback_rule() {
             first_party: false,
             token_settings: Default::default(),
             rate_limit_tier: None,
+            roles_claim: false,
         },
     )
     .unwrap()
@@ -240,6 +241,7 @@ async fn setup(app: &TestApp) -> (String, String) {
             first_party: true,
             token_settings: Default::default(),
             rate_limit_tier: None,
+            roles_claim: false,
         },
     )
     .unwrap();

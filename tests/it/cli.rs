@@ -132,12 +132,12 @@ fn user_lifecycle() {
             "--username",
             "bob",
             "--role",
-            "auditor",
+            "billing",
             "--password-stdin",
         ],
         "long enough pw\n",
     )
-    .assert_one_line_failure(1, "role auditor does not exist");
+    .assert_one_line_failure(1, "role billing does not exist");
 
     let generated = cli.run(&[
         "user",

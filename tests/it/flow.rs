@@ -45,11 +45,21 @@ fn web_client(app: &TestApp, name: &str) -> Rp {
 }
 
 fn authorize_url(app: &TestApp, rp: &Rp, pkce: &Pkce, extra: &[(&str, &str)]) -> String {
+    scoped_authorize_url(app, rp, pkce, "openid profile email offline_access", extra)
+}
+
+fn scoped_authorize_url(
+    app: &TestApp,
+    rp: &Rp,
+    pkce: &Pkce,
+    scope: &str,
+    extra: &[(&str, &str)],
+) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     q.append_pair("response_type", "code")
         .append_pair("client_id", &rp.id)
         .append_pair("redirect_uri", REDIRECT)
-        .append_pair("scope", "openid profile email offline_access")
+        .append_pair("scope", scope)
         .append_pair("state", "st-123")
         .append_pair("nonce", "n-456")
         .append_pair("code_challenge", &pkce.challenge)
@@ -969,6 +979,20 @@ pub(crate) async fn alice_tokens(app: &TestApp) -> (Rp, Value) {
     (rp, tokens)
 }
 
+/// `user` (made with `add_user`) signs in through `app.http` and lets `rp` have `scope`; the
+/// token response.
+pub(crate) async fn tokens_with_scope(app: &TestApp, rp: &Rp, user: &str, scope: &str) -> Value {
+    let pkce = pkce();
+    let start = scoped_authorize_url(app, rp, &pkce, scope, &[]);
+    let back = sign_in_and_allow(app, &start, user).await;
+    let code = query_param(&back, "code").unwrap_or_else(|| panic!("no code: {back}"));
+    exchange(app, rp, &code, &pkce.verifier)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 pub(crate) async fn refresh_with(
     app: &TestApp,
     rp: &Rp,
@@ -1236,6 +1260,7 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
             first_party: true,
             token_settings: Default::default(),
             rate_limit_tier: None,
+            roles_claim: false,
         },
     )
     .unwrap();

@@ -114,6 +114,7 @@ impl TestApp {
                 first_party: false,
                 token_settings: TokenSettings::default(),
                 rate_limit_tier: None,
+                roles_claim: false,
             },
         )
         .unwrap();

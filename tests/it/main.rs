@@ -9,6 +9,7 @@
     reason = "tests"
 )]
 
+mod admin;
 mod architecture;
 mod audit;
 mod catalogue;

@@ -148,11 +148,59 @@ pub struct BrokenChain {
     pub reason: &'static str,
 }
 
+/// A place in the chain: a record's sequence number and hash. Verification starts from the
+/// genesis (`None`), from the last record already checked, or from the checkpoint that
+/// pruning left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainPoint {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl AuditRecord {
+    pub fn point(&self) -> ChainPoint {
+        ChainPoint {
+            seq: self.seq,
+            hash: self.hash.clone(),
+        }
+    }
+}
+
+/// What pruning left: the place of the last record it removed, so the records after it still
+/// verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub point: ChainPoint,
+    /// How many records pruning has removed in all.
+    pub pruned: i64,
+    pub created_at: UnixTime,
+}
+
+/// A search of the trail: every field that is set must match. Records come in chain order,
+/// newest first unless `oldest_first`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// From this time on (inclusive).
+    pub since: Option<UnixTime>,
+    /// Before this time (exclusive).
+    pub until: Option<UnixTime>,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    /// An exact type (`user.login`) or, ending in `.*`, a family (`user.*`).
+    pub event_type: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Records after (`oldest_first`) or before this sequence number: the cursor.
+    pub cursor: Option<i64>,
+    pub oldest_first: bool,
+    pub limit: u32,
+}
+
 /// Checks records in order: each one's hash is right for its fields and names the hash before
-/// it, and no sequence number is missing. `previous` is the last record already checked
-/// (`None` at the start of the trail).
+/// it, and no sequence number is missing. `previous` is where the checked part ends (`None`
+/// at the start of the trail).
 pub fn verify_chain<'a>(
-    previous: Option<&AuditRecord>,
+    previous: Option<&ChainPoint>,
     records: impl IntoIterator<Item = &'a AuditRecord>,
 ) -> Result<(), BrokenChain> {
     let (mut seq, mut hash) = match previous {
@@ -211,7 +259,7 @@ mod tests {
         let mut removed = chain.clone();
         removed.remove(1);
         assert_eq!(verify_chain(None, &removed).unwrap_err().seq, 2);
-        assert_eq!(verify_chain(Some(&chain[1]), &chain[2..]), Ok(()));
+        assert_eq!(verify_chain(Some(&chain[1].point()), &chain[2..]), Ok(()));
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct ClientRegistration {
     pub first_party: bool,
     pub token_settings: TokenSettings,
     pub rate_limit_tier: Option<crate::domain::TierName>,
+    /// Send the `roles` claim without the `roles` scope.
+    pub roles_claim: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +107,7 @@ pub fn register_client(
         require_pkce: true,
         token_settings: registration.token_settings,
         rate_limit_tier: registration.rate_limit_tier,
+        roles_claim: registration.roles_claim,
         created_at: now,
         updated_at: now,
     };
@@ -196,6 +199,7 @@ mod tests {
             first_party: false,
             token_settings: TokenSettings::default(),
             rate_limit_tier: None,
+            roles_claim: false,
         }
     }
 

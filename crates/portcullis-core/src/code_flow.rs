@@ -38,6 +38,15 @@ pub struct IdTokenClaims<'a> {
     pub at_hash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+}
+
+/// The `roles` claim for `user`: present when the client asked for the `roles` scope or is
+/// configured to receive it.
+pub fn roles_claim(client: &Client, scope: &ScopeSet, user: &User) -> Option<Vec<String>> {
+    (client.roles_claim || scope.contains("roles"))
+        .then(|| user.roles.iter().map(|r| r.as_str().to_owned()).collect())
 }
 
 /// `at_hash`: the left half of SHA-256 of the access token, base64url (RS256's hash).
@@ -52,9 +61,11 @@ fn tokens_for(
     ctx: &Context<'_>,
     client: &Client,
     grant: &Grant,
+    user: &User,
     scope: &ScopeSet,
     nonce: Option<&str>,
 ) -> Result<TokenResponse, OAuthError> {
+    let roles = roles_claim(client, scope, user);
     let mut response = issue_access_token(
         ctx,
         client,
@@ -62,6 +73,7 @@ fn tokens_for(
         scope,
         client.token_settings.access_token_ttl,
         Some(&grant.id),
+        roles.clone(),
     )?;
     if scope.contains("openid") {
         let now = ctx.clock.now();
@@ -76,6 +88,7 @@ fn tokens_for(
             nonce,
             at_hash: at_hash(&response.access_token),
             sid: grant.session_id.as_deref(),
+            roles,
         };
         response.id_token = Some(
             ctx.keys
@@ -177,8 +190,15 @@ pub fn exchange_code(
     if verified.is_err() {
         return Err(refuse("code_verifier does not match the code_challenge"));
     }
-    active_user(users, &grant)?;
-    let mut response = tokens_for(ctx, client, &grant, &grant.scope, record.nonce.as_deref())?;
+    let user = active_user(users, &grant)?;
+    let mut response = tokens_for(
+        ctx,
+        client,
+        &grant,
+        &user,
+        &grant.scope,
+        record.nonce.as_deref(),
+    )?;
     if let Some((token, refresh)) = first_refresh_token(ctx, client, &grant, &grant.scope)? {
         flow.add_refresh_token(&refresh)
             .map_err(OAuthError::from_store)?;
@@ -249,15 +269,16 @@ pub fn refresh(
     };
     // Checked against the grant before rotating; what is left is a narrowing or nothing.
     let scope = requested.unwrap_or_else(|| grant.scope.clone());
-    active_user(users, &grant)?;
-    let mut response = tokens_for(ctx, client, &grant, &scope, None)?;
+    let user = active_user(users, &grant)?;
+    let mut response = tokens_for(ctx, client, &grant, &user, &scope, None)?;
     // The family continues with the token the store just recorded.
     response.refresh_token = Some(next.reveal().to_owned());
     Ok(response)
 }
 
-/// The claims userinfo returns for `scope` (OIDC Core §5.4).
-pub fn userinfo_claims(user: &User, scope: &str) -> serde_json::Value {
+/// The claims userinfo returns for `scope` (OIDC Core §5.4); `roles` also when the access
+/// token carried them (a client configured to receive them).
+pub fn userinfo_claims(user: &User, scope: &str, roles: bool) -> serde_json::Value {
     let scopes: Vec<&str> = scope.split(' ').collect();
     let mut claims = serde_json::json!({ "sub": user.id.to_string() });
     if scopes.contains(&"profile") {
@@ -273,7 +294,7 @@ pub fn userinfo_claims(user: &User, scope: &str) -> serde_json::Value {
         claims["email"] = email.as_str().into();
         claims["email_verified"] = false.into();
     }
-    if scopes.contains(&"roles") {
+    if roles || scopes.contains(&"roles") {
         claims["roles"] = user
             .roles
             .iter()

@@ -4,6 +4,7 @@
 //! graph). Time and randomness come in through [`Clock`] and [`Random`] so that every rule here
 //! can be unit-tested with a fixed clock and a seeded generator.
 
+pub mod api_keys;
 pub mod audit;
 pub mod authorize;
 pub mod bootstrap;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod oauth;
 pub mod password;
 pub mod random;
+pub mod rbac;
 pub mod secret;
 pub mod store;
 pub mod totp;

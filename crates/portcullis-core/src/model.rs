@@ -151,6 +151,8 @@ pub struct Client {
     pub token_settings: TokenSettings,
     /// Its rate-limit tier; `None`: the default quota.
     pub rate_limit_tier: Option<TierName>,
+    /// The client receives the `roles` claim even when it does not ask for the `roles` scope.
+    pub roles_claim: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }

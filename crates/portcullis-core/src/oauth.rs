@@ -206,6 +206,10 @@ pub struct AccessTokenClaims {
     /// grant makes the token inactive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<String>,
+    /// The user's roles, for clients that ask for them (the `roles` scope) or are configured
+    /// to receive them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -242,6 +246,7 @@ pub fn issue_access_token(
     scope: &ScopeSet,
     ttl: Duration,
     grant_id: Option<&str>,
+    roles: Option<Vec<String>>,
 ) -> Result<TokenResponse, OAuthError> {
     let now = ctx.clock.now();
     let jti = random::uuid_v7(ctx.rng, ctx.clock)
@@ -257,6 +262,7 @@ pub fn issue_access_token(
         client_id: client.id.to_string(),
         scope: scope.clone(),
         gid: grant_id.map(str::to_owned),
+        roles,
     };
     let token = ctx
         .keys
@@ -325,6 +331,7 @@ pub fn client_credentials(
         client.id.as_str(),
         &scope,
         client.token_settings.access_token_ttl,
+        None,
         None,
     )
 }
@@ -456,6 +463,7 @@ mod tests {
             require_pkce: true,
             token_settings: TokenSettings::default(),
             rate_limit_tier: None,
+            roles_claim: false,
             created_at: UnixTime::from_secs(0),
             updated_at: UnixTime::from_secs(0),
         }

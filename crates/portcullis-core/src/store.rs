@@ -204,4 +204,24 @@ pub trait AuditStore: Send + Sync {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<crate::audit::AuditRecord>, StoreError>;
+
+    /// The records that match `query`, at most `query.limit`.
+    fn search_audit(
+        &self,
+        query: &crate::audit::AuditQuery,
+    ) -> Result<Vec<crate::audit::AuditRecord>, StoreError>;
+
+    /// Where the trail starts after pruning; `None` if it was never pruned.
+    fn audit_checkpoint(&self) -> Result<Option<crate::audit::Checkpoint>, StoreError>;
+
+    /// Removes the records that occurred before `before`, except the newest record (so the
+    /// chain always has a head), moves the checkpoint to the last one removed and appends
+    /// `event` (made from the number removed), all in one transaction. Returns how many were
+    /// removed.
+    fn prune_audit(
+        &self,
+        before: UnixTime,
+        now: UnixTime,
+        event: &dyn Fn(i64) -> crate::audit::AuditEvent,
+    ) -> Result<i64, StoreError>;
 }

@@ -2,13 +2,15 @@
 
 use diesel::prelude::*;
 use portcullis_core::UnixTime;
-use portcullis_core::audit::{AuditEvent, AuditRecord, GENESIS_HASH, Outcome};
+use portcullis_core::audit::{
+    AuditEvent, AuditQuery, AuditRecord, ChainPoint, Checkpoint, GENESIS_HASH, Outcome,
+};
 use portcullis_core::store::{AuditStore, StoreError};
 
 use crate::DieselStore;
 use crate::db::{DbConnection, XactLock, write_tx, xact_lock};
 use crate::error::{corrupt, from_diesel};
-use crate::schema::audit_events;
+use crate::schema::{audit_checkpoints, audit_events};
 
 /// Appends `events` after the last record. Callers run this inside a writing transaction;
 /// on PostgreSQL an advisory lock orders concurrent appenders, on SQLite the write lock does.
@@ -26,6 +28,16 @@ pub(crate) fn append(
         .order(audit_events::seq.desc())
         .first(conn)
         .optional()?;
+    // Pruning always keeps the newest record; should the table be empty all the same, the
+    // chain goes on from the checkpoint.
+    let last = match last {
+        Some(last) => Some(last),
+        None => audit_checkpoints::table
+            .select((audit_checkpoints::seq, audit_checkpoints::hash))
+            .order(audit_checkpoints::seq.desc())
+            .first(conn)
+            .optional()?,
+    };
     let (mut seq, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
     for event in events {
         seq += 1;
@@ -125,5 +137,112 @@ impl AuditStore for DieselStore {
             .into_iter()
             .map(AuditRow::into_record)
             .collect()
+    }
+
+    fn search_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut query = audit_events::table.into_boxed();
+        if let Some(since) = q.since {
+            query = query.filter(audit_events::occurred_at.ge(since.as_secs()));
+        }
+        if let Some(until) = q.until {
+            query = query.filter(audit_events::occurred_at.lt(until.as_secs()));
+        }
+        if let Some(actor) = &q.actor {
+            query = query.filter(audit_events::actor.eq(actor.clone()));
+        }
+        if let Some(subject) = &q.subject {
+            query = query.filter(audit_events::subject.eq(subject.clone()));
+        }
+        if let Some(client) = &q.client_id {
+            query = query.filter(audit_events::client_id.eq(client.clone()));
+        }
+        if let Some(kind) = &q.event_type {
+            query = match kind.strip_suffix(".*") {
+                // A family: `user.*` is every type that starts with `user.`. The prefix has
+                // only [a-z0-9_.] (checked by the caller), so LIKE needs no escaping.
+                Some(family) => query.filter(audit_events::event_type.like(format!("{family}.%"))),
+                None => query.filter(audit_events::event_type.eq(kind.clone())),
+            };
+        }
+        if let Some(outcome) = q.outcome {
+            query = query.filter(audit_events::outcome.eq(outcome.as_str()));
+        }
+        query = match (q.cursor, q.oldest_first) {
+            (Some(c), true) => query.filter(audit_events::seq.gt(c)),
+            (Some(c), false) => query.filter(audit_events::seq.lt(c)),
+            (None, _) => query,
+        };
+        query = if q.oldest_first {
+            query.order(audit_events::seq.asc())
+        } else {
+            query.order(audit_events::seq.desc())
+        };
+        query
+            .limit(i64::from(q.limit))
+            .load::<AuditRow>(&mut self.conn()?)
+            .map_err(from_diesel)?
+            .into_iter()
+            .map(AuditRow::into_record)
+            .collect()
+    }
+
+    fn audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let row: Option<(i64, String, i64, i64)> = audit_checkpoints::table
+            .order(audit_checkpoints::seq.desc())
+            .first(&mut self.conn()?)
+            .optional()
+            .map_err(from_diesel)?;
+        Ok(row.map(|(seq, hash, pruned, created_at)| Checkpoint {
+            point: ChainPoint { seq, hash },
+            pruned,
+            created_at: UnixTime::from_secs(created_at),
+        }))
+    }
+
+    fn prune_audit(
+        &self,
+        before: UnixTime,
+        now: UnixTime,
+        event: &dyn Fn(i64) -> AuditEvent,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            xact_lock(conn, XactLock::AuditChain)?;
+            let newest: Option<i64> = audit_events::table
+                .select(diesel::dsl::max(audit_events::seq))
+                .first(conn)?;
+            let Some(newest) = newest else { return Ok(0) };
+            let last_old: Option<(i64, String)> = audit_events::table
+                .filter(audit_events::occurred_at.lt(before.as_secs()))
+                .filter(audit_events::seq.lt(newest))
+                .order(audit_events::seq.desc())
+                .select((audit_events::seq, audit_events::hash))
+                .first(conn)
+                .optional()?;
+            let Some((seq, hash)) = last_old else {
+                return Ok(0);
+            };
+            // Everything up to the last old record goes, so the trail stays one unbroken run.
+            let removed = diesel::delete(audit_events::table.filter(audit_events::seq.le(seq)))
+                .execute(conn)?;
+            let removed = i64::try_from(removed).unwrap_or(i64::MAX);
+            let before_total: Option<i64> = audit_checkpoints::table
+                .select(audit_checkpoints::pruned)
+                .order(audit_checkpoints::seq.desc())
+                .first(conn)
+                .optional()?;
+            diesel::delete(audit_checkpoints::table).execute(conn)?;
+            diesel::insert_into(audit_checkpoints::table)
+                .values((
+                    audit_checkpoints::seq.eq(seq),
+                    audit_checkpoints::hash.eq(&hash),
+                    audit_checkpoints::pruned.eq(before_total.unwrap_or(0) + removed),
+                    audit_checkpoints::created_at.eq(now.as_secs()),
+                ))
+                .execute(conn)?;
+            append(conn, &[event(removed)], now)?;
+            Ok(removed)
+        })
+        .map_err(from_diesel)
     }
 }

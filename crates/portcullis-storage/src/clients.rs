@@ -35,6 +35,7 @@ struct ClientRow {
     created_at: i64,
     updated_at: i64,
     rate_limit_tier: Option<String>,
+    roles_claim: bool,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -67,6 +68,7 @@ impl ClientRow {
             created_at: c.created_at.as_secs(),
             updated_at: c.updated_at.as_secs(),
             rate_limit_tier: c.rate_limit_tier.as_ref().map(|t| t.as_str().to_owned()),
+            roles_claim: c.roles_claim,
         }
     }
 
@@ -104,6 +106,7 @@ impl ClientRow {
                 .map(TierName::parse)
                 .transpose()
                 .map_err(|e| corrupt("clients.rate_limit_tier", e))?,
+            roles_claim: self.roles_claim,
         })
     }
 }

@@ -4,12 +4,14 @@
 //! `MultiConnection`); the database URL's scheme picks one. Only SQL that both share is used:
 //! text UUIDs, `BIGINT` epoch seconds, JSON arrays in text.
 
+mod api_keys;
 mod audit;
 mod clients;
 pub mod db;
 mod error;
 mod flow;
 mod keys;
+mod rbac;
 pub mod schema;
 #[cfg(feature = "test-db")]
 pub mod test_db;
@@ -18,7 +20,9 @@ mod users;
 
 use std::sync::Arc;
 
+use portcullis_core::api_keys::ApiKeyStore;
 use portcullis_core::flow::FlowStore;
+use portcullis_core::rbac::RoleStore;
 use portcullis_core::store::{
     AuditStore, ClientStore, GrantStore, HealthCheck, KeyStore, StoreError, TotpStore, UserStore,
 };
@@ -64,6 +68,8 @@ pub struct Stores {
     pub flow: Arc<dyn FlowStore>,
     pub totp: Arc<dyn TotpStore>,
     pub audit: Arc<dyn AuditStore>,
+    pub roles: Arc<dyn RoleStore>,
+    pub api_keys: Arc<dyn ApiKeyStore>,
 }
 
 impl Stores {
@@ -77,6 +83,8 @@ impl Stores {
             grants: store.clone(),
             totp: store.clone(),
             audit: store.clone(),
+            roles: store.clone(),
+            api_keys: store.clone(),
             flow: store,
         }
     }

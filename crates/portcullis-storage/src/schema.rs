@@ -65,6 +65,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         rate_limit_tier -> Nullable<Text>,
+        roles_claim -> Bool,
     }
 }
 
@@ -182,6 +183,7 @@ diesel::table! {
         last_used_at -> Nullable<BigInt>,
         expires_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
+        created_by -> Nullable<Text>,
     }
 }
 
@@ -204,6 +206,39 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    groups (id) {
+        id -> Text,
+        name -> Text,
+        description -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    group_roles (group_id, role_id) {
+        group_id -> Text,
+        role_id -> Text,
+    }
+}
+
+diesel::table! {
+    group_members (group_id, user_id) {
+        group_id -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_checkpoints (seq) {
+        seq -> BigInt,
+        hash -> Text,
+        pruned -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(user_recovery_codes -> users (user_id));
 diesel::joinable!(user_roles -> users (user_id));
 diesel::joinable!(user_roles -> roles (role_id));
@@ -215,6 +250,10 @@ diesel::joinable!(grants -> clients (client_id));
 diesel::joinable!(authorization_codes -> grants (grant_id));
 diesel::joinable!(refresh_tokens -> grants (grant_id));
 diesel::joinable!(api_keys -> users (user_id));
+diesel::joinable!(group_roles -> groups (group_id));
+diesel::joinable!(group_roles -> roles (role_id));
+diesel::joinable!(group_members -> groups (group_id));
+diesel::joinable!(group_members -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -232,4 +271,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     signing_keys,
     api_keys,
     audit_events,
+    groups,
+    group_roles,
+    group_members,
+    audit_checkpoints,
 );

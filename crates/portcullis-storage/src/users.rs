@@ -10,7 +10,7 @@ use portcullis_core::store::{StoreError, UserStore};
 use crate::DieselStore;
 use crate::db::{DbConnection, XactLock, write_tx, xact_lock};
 use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
-use crate::schema::{grants, login_sessions, roles, user_roles, users};
+use crate::schema::{grants, group_members, group_roles, login_sessions, roles, user_roles, users};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = users)]
@@ -87,15 +87,24 @@ impl UserRow {
     }
 }
 
-/// The roles of each of `ids`, in one query.
+/// The roles of each of `ids`, their own and their groups', in two queries.
 fn roles_of(conn: &mut DbConnection, ids: &[&str]) -> Result<Vec<(String, RoleName)>, StoreError> {
-    let rows: Vec<(String, String)> = user_roles::table
+    let mut rows: Vec<(String, String)> = user_roles::table
         .inner_join(roles::table)
         .filter(user_roles::user_id.eq_any(ids))
         .select((user_roles::user_id, roles::name))
-        .order((user_roles::user_id, roles::name))
         .load(conn)
         .map_err(from_diesel)?;
+    let through_groups: Vec<(String, String)> = group_members::table
+        .inner_join(group_roles::table.on(group_roles::group_id.eq(group_members::group_id)))
+        .inner_join(roles::table.on(roles::id.eq(group_roles::role_id)))
+        .filter(group_members::user_id.eq_any(ids))
+        .select((group_members::user_id, roles::name))
+        .load(conn)
+        .map_err(from_diesel)?;
+    rows.extend(through_groups);
+    rows.sort();
+    rows.dedup();
     rows.into_iter()
         .map(|(id, name)| {
             Ok((

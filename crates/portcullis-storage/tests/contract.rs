@@ -74,6 +74,7 @@ fn client(name: &str) -> Client {
             refresh_token_ttl: Duration::from_secs(86_400),
         },
         rate_limit_tier: None,
+        roles_claim: false,
         created_at: UnixTime::from_secs(1_800_000_000),
         updated_at: UnixTime::from_secs(1_800_000_001),
     }
@@ -138,10 +139,10 @@ fn unknown_role_rolls_back_the_user(db: TestDatabase) {
     let f = open(db);
     let err = f
         .store
-        .create_user(&new_user("bob"), &[RoleName::parse("auditor").unwrap()])
+        .create_user(&new_user("bob"), &[RoleName::parse("billing").unwrap()])
         .unwrap_err();
     assert!(
-        matches!(&err, StoreError::MissingReference(m) if m == "role auditor"),
+        matches!(&err, StoreError::MissingReference(m) if m == "role billing"),
         "{err:?}"
     );
     assert!(

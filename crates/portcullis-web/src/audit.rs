@@ -55,9 +55,21 @@ impl Origin {
     }
 }
 
-/// Text a person typed, made safe to keep: no control characters, at most 64 characters.
+/// Text a person typed, made safe to keep: control characters escaped (a newline becomes
+/// `\n`, an ANSI escape `\u{1b}`), so that it can neither forge a line of a log nor drive a
+/// terminal, and at most 64 characters of the input kept.
 pub fn typed(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(64).collect()
+    text.chars()
+        .take(64)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Appends the event (blocking). A failure is logged, not passed on: the request has done its
@@ -77,4 +89,62 @@ pub async fn record_async(state: &actix_web::web::Data<AppState>, event: AuditEv
     {
         tracing::error!("could not write an audit record");
     }
+}
+
+/// Prunes the trail of records older than the retention, every `interval`. Each node runs
+/// one; the store takes the trail's lock, so they take turns, and a pass with nothing old
+/// enough writes nothing.
+pub struct Pruner {
+    pub store: std::sync::Arc<dyn portcullis_core::store::AuditStore>,
+    pub clock: std::sync::Arc<dyn portcullis_core::Clock>,
+    pub retention: std::time::Duration,
+    pub interval: std::time::Duration,
+}
+
+impl Pruner {
+    /// One pass, as `actor`: returns how many records went.
+    pub fn prune(&self, actor: &str) -> Result<i64, portcullis_core::store::StoreError> {
+        prune_older_than(self.store.as_ref(), self.clock.now(), self.retention, actor)
+    }
+
+    pub async fn run(self) {
+        let mut every = tokio::time::interval(self.interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let me = std::sync::Arc::new(self);
+        loop {
+            every.tick().await;
+            let pass = me.clone();
+            match tokio::task::spawn_blocking(move || pass.prune("system")).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => tracing::info!(removed, "pruned old audit records"),
+                Ok(Err(e)) => tracing::error!(error = %e, "pruning the audit trail failed"),
+                Err(e) => tracing::error!(error = %e, "the audit pruning task failed"),
+            }
+        }
+    }
+}
+
+/// Removes records older than `retention` at `now`, recording an `audit.pruned` event.
+pub fn prune_older_than(
+    store: &dyn portcullis_core::store::AuditStore,
+    now: portcullis_core::UnixTime,
+    retention: std::time::Duration,
+    actor: &str,
+) -> Result<i64, portcullis_core::store::StoreError> {
+    let before = portcullis_core::UnixTime::from_secs(
+        now.as_secs()
+            .saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX)),
+    );
+    store.prune_audit(before, now, &|removed| {
+        AuditEvent::new(
+            "audit.pruned",
+            actor.to_owned(),
+            "audit",
+            serde_json::json!({
+                "removed": removed,
+                "older_than": before.as_secs(),
+                "retention_secs": retention.as_secs(),
+            }),
+        )
+    })
 }

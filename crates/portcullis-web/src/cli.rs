@@ -58,6 +58,16 @@ pub enum AuditCommand {
     /// Check that no audit record was removed or changed: every record's hash must cover its
     /// fields and the record before it. Names the first broken record and exits 1 if not.
     Verify,
+    /// Remove records older than the retention (audit.retention, or --older-than). The newest
+    /// record always stays, and a checkpoint keeps the rest of the trail verifiable.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Remove records older than this (e.g. 90d) instead of audit.retention.
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +224,9 @@ pub struct ClientCreate {
     /// Its rate-limit tier, one of rate_limit.tiers [default: rate_limit.per_client].
     #[arg(long, value_name = "TIER")]
     pub rate_limit_tier: Option<String>,
+    /// Send the client the `roles` claim even when it does not ask for the `roles` scope.
+    #[arg(long)]
+    pub roles_claim: bool,
     /// Access-token lifetime, e.g. 15m.
     #[arg(long, value_name = "DURATION")]
     pub access_token_ttl: Option<String>,

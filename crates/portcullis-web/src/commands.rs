@@ -140,6 +140,15 @@ fn user_create(config: &Config, args: UserCreate) -> anyhow::Result<()> {
             password_change_required: args.require_password_change,
         },
     )?;
+    record_cli(
+        &stores,
+        "user.created",
+        format!("user:{}", user.id),
+        json!({
+            "username": user.username.as_str(),
+            "roles": user.roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+        }),
+    );
     if args.json {
         let mut out = user_json(&user);
         if generated {
@@ -195,6 +204,17 @@ fn set_status(config: &Config, raw: &str, status: UserStatus) -> anyhow::Result<
         .set_user_status(&username, status, SystemClock.now())?
     {
         bail!("there is no user named {username}");
+    }
+    if let Some(user) = stores.users.find_user_by_username(&username)? {
+        record_cli(
+            &stores,
+            match status {
+                UserStatus::Active => "user.enabled",
+                UserStatus::Disabled => "user.disabled",
+            },
+            format!("user:{}", user.id),
+            json!({ "username": username.as_str() }),
+        );
     }
     println!("User {username} is now {}.", status.as_str());
     Ok(())
@@ -266,6 +286,7 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
             if !stores.clients.delete_client(&id)? {
                 bail!("there is no client {id}");
             }
+            record_cli(&stores, "client.deleted", format!("client:{id}"), json!({}));
             println!("Deleted client {id}.");
             Ok(())
         }
@@ -326,12 +347,31 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
 }
 
 pub fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
-    let AuditCommand::Verify = command;
     let stores = startup::open_stores(config)?;
-    let mut last: Option<portcullis_core::audit::AuditRecord> = None;
+    if let AuditCommand::Prune(args) = command {
+        let retention = match &args.older_than {
+            Some(raw) => crate::settings::Seconds::parse(raw)
+                .map_err(|e| anyhow!("--older-than: {e}"))?
+                .duration(),
+            None => config.audit_retention.ok_or_else(|| {
+                anyhow!("audit.retention is 0 (keep for ever): give --older-than to prune")
+            })?,
+        };
+        let removed = crate::audit::prune_older_than(
+            stores.audit.as_ref(),
+            SystemClock.now(),
+            retention,
+            "cli",
+        )?;
+        println!("Pruned {removed} audit record(s).");
+        return Ok(());
+    }
+    // After pruning, the trail starts from the checkpoint the pruning left.
+    let checkpoint = stores.audit.audit_checkpoint()?;
+    let mut last = checkpoint.as_ref().map(|c| c.point.clone());
     let mut count = 0usize;
     loop {
-        let after = last.as_ref().map_or(0, |r| r.seq);
+        let after = last.as_ref().map_or(0, |p| p.seq);
         let page = stores.audit.audit_records(after, 1000)?;
         if page.is_empty() {
             break;
@@ -339,9 +379,22 @@ pub fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
         portcullis_core::audit::verify_chain(last.as_ref(), &page)
             .map_err(|broken| anyhow!("the audit trail is broken: {broken}"))?;
         count += page.len();
-        last = page.into_iter().last();
+        last = page.last().map(portcullis_core::audit::AuditRecord::point);
     }
     println!("The audit trail is intact: {count} record(s), each following from the one before.");
+    if let Some(c) = checkpoint {
+        println!(
+            "It starts after record {} ({} older record(s) pruned, the last on {}).",
+            c.point.seq,
+            c.pruned,
+            rfc3339(c.created_at)
+        );
+    }
+    if let Some(head) = last {
+        // Removing the newest records leaves a shorter chain that is still whole: compare
+        // the head with one noted earlier to tell.
+        println!("Head: record {} with hash {}.", head.seq, head.hash);
+    }
     Ok(())
 }
 
@@ -557,6 +610,7 @@ fn client_create(config: &Config, args: ClientCreate) -> anyhow::Result<()> {
             }
             None => None,
         },
+        roles_claim: args.roles_claim,
     };
     registration.check()?;
     let stores = startup::open_stores(config)?;
@@ -566,6 +620,17 @@ fn client_create(config: &Config, args: ClientCreate) -> anyhow::Result<()> {
         &SystemClock,
         registration,
     )?;
+    record_cli(
+        &stores,
+        "client.created",
+        format!("client:{}", made.client.id),
+        json!({
+            "name": made.client.name.as_str(),
+            "grant_types": made.client.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+            "redirect_uris": made.client.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+            "scopes": made.client.allowed_scopes.to_string(),
+        }),
+    );
     if args.json {
         let mut out = client_json(&made.client);
         if let Some(secret) = &made.secret {
@@ -628,7 +693,21 @@ fn all_pages<T>(
     }
 }
 
-fn rfc3339(t: UnixTime) -> String {
+/// Records an operator's change made from the command line. A failure to record is reported
+/// but does not undo the change, which is done.
+fn record_cli(
+    stores: &portcullis_storage::Stores,
+    event_type: &'static str,
+    subject: String,
+    details: Value,
+) {
+    let event = portcullis_core::audit::AuditEvent::new(event_type, "cli", subject, details);
+    if let Err(e) = stores.audit.record(&[event], SystemClock.now()) {
+        eprintln!("warning: the change is made but could not be written to the audit trail: {e}");
+    }
+}
+
+pub(crate) fn rfc3339(t: UnixTime) -> String {
     time::OffsetDateTime::from_unix_timestamp(t.as_secs())
         .ok()
         .and_then(|t| {
@@ -666,6 +745,7 @@ fn client_json(c: &Client) -> Value {
         "first_party": c.first_party,
         "require_pkce": c.require_pkce,
         "rate_limit_tier": c.rate_limit_tier.as_ref().map(|t| t.as_str()),
+        "roles_claim": c.roles_claim,
         "access_token_ttl": c.token_settings.access_token_ttl.as_secs(),
         "id_token_ttl": c.token_settings.id_token_ttl.as_secs(),
         "refresh_token_ttl": c.token_settings.refresh_token_ttl.as_secs(),

@@ -117,10 +117,15 @@ fn wording(status: StatusCode) -> (&'static str, &'static str, &'static str) {
 }
 
 fn wants_json(req: &HttpRequest) -> bool {
-    req.headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/json") && !accept.contains("text/html"))
+    // The admin API speaks JSON whatever the client accepts.
+    req.path().starts_with(crate::admin::API)
+        || req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| {
+                accept.contains("application/json") && !accept.contains("text/html")
+            })
 }
 
 /// The error page (or JSON, for clients that ask for it) for `status`.

@@ -1,6 +1,7 @@
 //! Portcullis web: the actix-web application, its pages, configuration, and the commands of
 //! the `portcullis` binary. `startup` composes everything; handlers see only core's traits.
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod client_ip;

@@ -73,6 +73,31 @@ pub struct AccountPage<'a> {
     pub recovery_left: u32,
 }
 
+/// One key in the account page's list.
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: String,
+    pub created: String,
+    pub last_used: String,
+    pub expires: String,
+    pub active: bool,
+    /// "revoked" or "expired", for a key that is not active.
+    pub state: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "account/api_keys.html")]
+pub struct ApiKeysPage<'a> {
+    pub csrf_token: &'a str,
+    pub keys: Vec<KeyRow>,
+    pub scopes: Vec<&'static str>,
+    /// A key just made, shown this once.
+    pub new_key: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
 #[derive(Template)]
 #[template(path = "account/totp.html")]
 pub struct TotpSetupPage<'a> {

@@ -15,6 +15,7 @@ pub const CONSENT: &str = "/consent";
 pub const SECOND_FACTOR: &str = "/login/totp";
 pub const ACCOUNT: &str = "/account";
 pub const ACCOUNT_TOTP: &str = "/account/totp";
+pub const ACCOUNT_API_KEYS: &str = "/account/api-keys";
 /// The admin UI and API live under this path.
 pub const ADMIN: &str = "/admin";
 pub const ADMIN_PREFIX: &str = "/admin/";

@@ -199,7 +199,7 @@ pub fn form_token(
 /// Whether the browser says the post comes from another site: `Sec-Fetch-Site: cross-site`,
 /// or an `Origin` that is not the issuer's. (No header at all is not evidence either way:
 /// the CSRF token still decides.)
-fn cross_site(req: &HttpRequest, state: &AppState) -> bool {
+pub(crate) fn cross_site(req: &HttpRequest, state: &AppState) -> bool {
     let header = |name: &str| {
         req.headers()
             .get(name)

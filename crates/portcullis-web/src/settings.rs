@@ -34,6 +34,7 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub keys: KeySettings,
     pub rate_limit: RateLimitSettings,
+    pub audit: AuditSettings,
 }
 
 /// The settings as `config check` shows them, secrets redacted: for `Debug` too, so that no
@@ -203,6 +204,25 @@ impl Default for BootstrapSettings {
         Self {
             admin_username: "admin".into(),
             admin_password: None,
+        }
+    }
+}
+
+/// How long the audit trail keeps its records.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Records older than this are pruned; 0 keeps them for ever.
+    pub retention: Seconds,
+    /// How often each node prunes (one at a time, under the chain's lock).
+    pub prune_interval: Seconds,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            retention: Seconds(400 * 86_400),
+            prune_interval: Seconds(3600),
         }
     }
 }
@@ -408,6 +428,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// `Strict-Transport-Security: max-age` on responses served over https.
     pub hsts_max_age: Duration,
+    /// How long audit records are kept; `None`: for ever.
+    pub audit_retention: Option<Duration>,
+    pub audit_prune_interval: Duration,
 }
 
 /// The rate limits, parsed.
@@ -679,6 +702,12 @@ impl Config {
             rate_limits,
             tls,
             hsts_max_age: s.server.hsts_max_age.duration(),
+            audit_retention: (s.audit.retention.0 > 0).then(|| s.audit.retention.duration()),
+            audit_prune_interval: if s.audit.prune_interval.0 == 0 {
+                return Err(invalid("audit.prune_interval", "must be at least 1s"));
+            } else {
+                s.audit.prune_interval.duration()
+            },
         })
     }
 

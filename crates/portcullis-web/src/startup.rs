@@ -51,6 +51,7 @@ pub struct Application {
     initial_admin: Option<InitialAdmin>,
     stop_signals: StopSignals,
     maintenance: KeyMaintenance,
+    pruner: Option<crate::audit::Pruner>,
     certificate: Option<Arc<tls::ReloadableCert>>,
 }
 
@@ -131,6 +132,14 @@ impl Application {
             tracing::info!(username = %admin.username, "created the initial administrator");
         }
 
+        let pruner = config
+            .audit_retention
+            .map(|retention| crate::audit::Pruner {
+                store: stores.audit.clone(),
+                clock: clock.clone(),
+                retention,
+                interval: config.audit_prune_interval,
+            });
         let state = web::Data::new(AppState {
             issuer: issuer.clone(),
             users: stores.users.clone(),
@@ -152,6 +161,8 @@ impl Application {
             limits: Arc::new(config.rate_limits.clone()),
             totp: stores.totp.clone(),
             audit: stores.audit.clone(),
+            roles: stores.roles.clone(),
+            api_keys: stores.api_keys.clone(),
             masters: masters.clone(),
             client_quotas: Arc::default(),
             clock,
@@ -203,6 +214,7 @@ impl Application {
             initial_admin,
             stop_signals,
             maintenance,
+            pruner,
             certificate,
         })
     }
@@ -227,10 +239,12 @@ impl Application {
             server,
             mut stop_signals,
             maintenance,
+            pruner,
             certificate,
             ..
         } = self;
         let schedule = tokio::spawn(maintenance.run());
+        let pruning = pruner.map(|p| tokio::spawn(p.run()));
         let handle = server.handle();
         tokio::spawn(async move {
             loop {
@@ -255,6 +269,9 @@ impl Application {
         });
         let served = server.await;
         schedule.abort();
+        if let Some(pruning) = pruning {
+            pruning.abort();
+        }
         served
     }
 }

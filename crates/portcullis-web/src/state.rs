@@ -32,6 +32,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub totp: Arc<dyn portcullis_core::store::TotpStore>,
     pub audit: Arc<dyn portcullis_core::store::AuditStore>,
+    pub roles: Arc<dyn portcullis_core::rbac::RoleStore>,
+    pub api_keys: Arc<dyn portcullis_core::api_keys::ApiKeyStore>,
     /// The master keys, which also seal TOTP secrets.
     pub masters: Arc<portcullis_core::keys::MasterKeys>,
     pub limits: Arc<RateLimits>,

@@ -17,7 +17,7 @@ use crate::session;
 use crate::state::AppState;
 
 /// The signed-in user behind the request, or the way to the sign-in page.
-async fn signed_in_user(
+pub(super) async fn signed_in_user(
     req: &HttpRequest,
     state: &web::Data<AppState>,
 ) -> Result<Result<(String, User), HttpResponse>, InternalError> {

@@ -1,6 +1,7 @@
 //! The routes, one module per family. Each path is a resource, so a wrong method gets 405.
 
 mod account;
+mod account_keys;
 mod authorize;
 mod discovery;
 mod health;
@@ -53,6 +54,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .post(account::submit_setup),
         )
         .service(
+            web::resource(paths::ACCOUNT_API_KEYS)
+                .get(account_keys::show)
+                .post(account_keys::create),
+        )
+        .service(web::resource("/account/api-keys/{id}/revoke").post(account_keys::revoke))
+        .service(
             web::resource(paths::CHANGE_PASSWORD)
                 .get(login::show_change)
                 .post(login::submit_change),
@@ -77,6 +84,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .app_data(oauth_form())
                 .post(oauth::revoke),
         )
+        .configure(crate::admin::configure)
         .service(
             web::resource(paths::END_SESSION)
                 .get(logout::get)

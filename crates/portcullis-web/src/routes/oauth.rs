@@ -7,6 +7,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use portcullis_core::api_keys;
 use portcullis_core::client_auth::{self, Presented};
 use portcullis_core::code_flow;
 use portcullis_core::domain::ScopeSet;
@@ -391,31 +392,63 @@ pub async fn introspect(
     form: web::Form<TokenRefForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, OAuthErrorResponse> {
-    let (claims, limit) = on_token(
+    let (body, limit) = on_token(
         req,
         form.into_inner(),
         state,
         Callers::Confidential,
         |st, client, token| {
-            oauth::introspect(&st.oauth_context(), st.grants.as_ref(), client, token)
+            // An API key introspects like a token, for any resource server (a client that
+            // authenticates here); it is nobody's client.
+            if api_keys::looks_like_key(token) {
+                let found = api_keys::authenticate(st.api_keys.as_ref(), token, st.clock.now())?;
+                return Ok(found.map(|(key, owner)| {
+                    let mut body = json!({
+                        "active": true,
+                        "token_type": "api_key",
+                        "scope": key.scopes.to_string(),
+                        "sub": owner.id.to_string(),
+                        "username": owner.username.as_str(),
+                        "iss": st.issuer.as_str(),
+                        "iat": key.created_at.as_secs(),
+                    });
+                    if let Some(exp) = key.expires_at {
+                        body["exp"] = exp.as_secs().into();
+                    }
+                    if key.scopes.contains("roles") {
+                        body["roles"] = owner
+                            .roles
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .into();
+                    }
+                    body
+                }));
+            }
+            let claims = oauth::introspect(&st.oauth_context(), st.grants.as_ref(), client, token)?;
+            Ok(claims.map(|c| {
+                let mut body = json!({
+                    "active": true,
+                    "token_type": "Bearer",
+                    "scope": c.scope,
+                    "client_id": c.client_id,
+                    "sub": c.sub,
+                    "aud": c.aud,
+                    "iss": c.iss,
+                    "exp": c.exp,
+                    "iat": c.iat,
+                    "jti": c.jti,
+                });
+                if let Some(roles) = c.roles {
+                    body["roles"] = roles.into();
+                }
+                body
+            }))
         },
     )
     .await?;
-    let body = match claims {
-        None => json!({ "active": false }),
-        Some(c) => json!({
-            "active": true,
-            "token_type": "Bearer",
-            "scope": c.scope,
-            "client_id": c.client_id,
-            "sub": c.sub,
-            "aud": c.aud,
-            "iss": c.iss,
-            "exp": c.exp,
-            "iat": c.iat,
-            "jti": c.jti,
-        }),
-    };
+    let body = body.unwrap_or_else(|| json!({ "active": false }));
     let mut res = no_store(HttpResponse::Ok().json(body));
     limit.write_headers(res.headers_mut());
     Ok(res)

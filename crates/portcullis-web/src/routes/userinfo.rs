@@ -55,7 +55,7 @@ pub async fn userinfo(
     };
     let st = state.clone();
     let found = web::block(
-        move || -> anyhow::Result<Option<(String, Option<portcullis_core::model::User>)>> {
+        move || -> anyhow::Result<Option<(String, bool, Option<portcullis_core::model::User>)>> {
             let ctx = st.oauth_context();
             let Some(claims) = oauth::active_access_token(&ctx, st.grants.as_ref(), &token)? else {
                 return Ok(None);
@@ -73,18 +73,18 @@ pub async fn userinfo(
                     .filter(|u| u.status == portcullis_core::model::UserStatus::Active),
                 _ => None,
             };
-            Ok(Some((claims.scope, user)))
+            Ok(Some((claims.scope, claims.roles.is_some(), user)))
         },
     )
     .await??;
     Ok(match found {
         None => challenge(StatusCode::UNAUTHORIZED, Some("invalid_token")),
-        Some((scope, _)) if !scope.split(' ').any(|s| s == "openid") => {
+        Some((scope, _, _)) if !scope.split(' ').any(|s| s == "openid") => {
             challenge(StatusCode::FORBIDDEN, Some("insufficient_scope"))
         }
-        Some((_, None)) => challenge(StatusCode::UNAUTHORIZED, Some("invalid_token")),
-        Some((scope, Some(user))) => HttpResponse::Ok()
+        Some((_, _, None)) => challenge(StatusCode::UNAUTHORIZED, Some("invalid_token")),
+        Some((scope, roles, Some(user))) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(userinfo_claims(&user, &scope)),
+            .json(userinfo_claims(&user, &scope, roles)),
     })
 }

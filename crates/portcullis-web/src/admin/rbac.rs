@@ -1,0 +1,564 @@
+//! Roles, groups, users' roles and service accounts.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use portcullis_core::domain::{DisplayName, Username};
+use portcullis_core::model::{NewUser, RoleName};
+use portcullis_core::random;
+use portcullis_core::rbac::{self, Description, Group, GroupName, Permission, Role};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    API, ApiError, ApiResult, blocking, created, find_user, for_method, json_body, limit, ok,
+    query, require, time, user_id, user_json, user_subject,
+};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/roles").get(list_roles).post(create_role))
+        .service(
+            web::resource("/roles/{name}")
+                .get(get_role)
+                .patch(update_role)
+                .delete(delete_role),
+        )
+        .service(web::resource("/groups").get(list_groups).post(create_group))
+        .service(
+            web::resource("/groups/{name}")
+                .get(get_group)
+                .patch(update_group)
+                .delete(delete_group),
+        )
+        .service(
+            web::resource("/groups/{name}/members/{user}")
+                .put(add_member)
+                .delete(remove_member),
+        )
+        .service(web::resource("/users").get(list_users))
+        .service(web::resource("/users/{id}").get(get_user))
+        .service(web::resource("/users/{id}/roles").put(set_user_roles))
+        .service(web::resource("/service-accounts").post(create_service_account));
+}
+
+fn role_json(role: &Role) -> serde_json::Value {
+    json!({
+        "name": role.name.as_str(),
+        "description": role.description.as_str(),
+        "builtin": role.builtin,
+        "members": role.members,
+        "created_at": time(role.created_at),
+    })
+}
+
+fn group_json(group: &Group) -> serde_json::Value {
+    json!({
+        "name": group.name.as_str(),
+        "description": group.description.as_str(),
+        "roles": group.roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+        "members": group.members.iter().map(Username::as_str).collect::<Vec<_>>(),
+        "created_at": time(group.created_at),
+    })
+}
+
+fn role_name(field: &'static str, raw: &str) -> Result<RoleName, ApiError> {
+    RoleName::parse(raw).map_err(|e| ApiError::field(field, e))
+}
+
+fn role_names(raw: &[String]) -> Result<Vec<RoleName>, ApiError> {
+    let mut names = raw
+        .iter()
+        .map(|r| role_name("roles", r))
+        .collect::<Result<Vec<_>, _>>()?;
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn description(raw: Option<&str>) -> Result<Description, ApiError> {
+    Description::parse(raw.unwrap_or_default()).map_err(|e| ApiError::field("description", e))
+}
+
+fn path_role(raw: &str) -> Result<RoleName, ApiError> {
+    RoleName::parse(raw).map_err(|_| ApiError::not_found(format!("role {raw:?}")))
+}
+
+fn path_group(raw: &str) -> Result<GroupName, ApiError> {
+    GroupName::parse(raw).map_err(|_| ApiError::not_found(format!("group {raw:?}")))
+}
+
+async fn list_roles(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
+    require(&req, &state, for_method(&req)).await?;
+    let st = state.clone();
+    let roles = blocking(move || Ok(st.roles.list_roles()?)).await?;
+    Ok(ok(&json!({
+        "items": roles.iter().map(role_json).collect::<Vec<_>>(),
+    })))
+}
+
+async fn get_role(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> ApiResult {
+    require(&req, &state, for_method(&req)).await?;
+    let name = path_role(&name)?;
+    let st = state.clone();
+    let role = blocking(move || {
+        st.roles
+            .find_role(&name)?
+            .ok_or_else(|| ApiError::not_found(format!("role {name}")))
+    })
+    .await?;
+    Ok(ok(&role_json(&role)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRole {
+    name: String,
+    description: Option<String>,
+}
+
+async fn create_role(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
+    let caller = require(&req, &state, for_method(&req)).await?;
+    let new: NewRole = json_body(&req, &body)?;
+    let name = role_name("name", &new.name)?;
+    let description = description(new.description.as_deref())?;
+    let st = state.clone();
+    let role = blocking(move || {
+        let event = caller.event(
+            "role.created",
+            format!("role:{name}"),
+            json!({ "description": description.as_str() }),
+        );
+        st.roles
+            .create_role(&name, &description, st.clock.now(), &event)?;
+        st.roles
+            .find_role(&name)?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a created role is missing")))
+    })
+    .await?;
+    Ok(created(
+        &format!("{API}/roles/{}", role.name),
+        &role_json(&role),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleChange {
+    description: String,
+}
+
+async fn update_role(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
+    let caller = require(&req, &state, for_method(&req)).await?;
+    let name = path_role(&name)?;
+    let change: RoleChange = json_body(&req, &body)?;
+    let description = description(Some(&change.description))?;
+    let st = state.clone();
+    let role = blocking(move || {
+        let existing = st
+            .roles
+            .find_role(&name)?
+            .ok_or_else(|| ApiError::not_found(format!("role {name}")))?;
+        if existing.builtin {
+            return Err(ApiError::conflict(format!(
+                "{name} is a built-in role and cannot be changed"
+            )));
+        }
+        let event = caller.event(
+            "role.updated",
+            format!("role:{name}"),
+            json!({ "description": description.as_str() }),
+        );
+        st.roles
+            .update_role(&name, &description, st.clock.now(), &event)?;
+        st.roles
+            .find_role(&name)?
+            .ok_or_else(|| ApiError::not_found(format!("role {name}")))
+    })
+    .await?;
+    Ok(ok(&role_json(&role)))
+}
+
+async fn delete_role(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> ApiResult {
+    let caller = require(&req, &state, for_method(&req)).await?;
+    let name = path_role(&name)?;
+    let st = state.clone();
+    blocking(move || {
+        if rbac::is_builtin(&name) {
+            return Err(ApiError::conflict(format!(
+                "{name} is a built-in role and cannot be deleted"
+            )));
+        }
+        let event = caller.event("role.deleted", format!("role:{name}"), json!({}));
+        if st.roles.delete_role(&name, st.clock.now(), &event)? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("role {name}")))
+        }
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn list_groups(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
+    require(&req, &state, for_method(&req)).await?;
+    let st = state.clone();
+    let groups = blocking(move || Ok(st.roles.list_groups()?)).await?;
+    Ok(ok(&json!({
+        "items": groups.iter().map(group_json).collect::<Vec<_>>(),
+    })))
+}
+
+async fn get_group(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> ApiResult {
+    require(&req, &state, for_method(&req)).await?;
+    let name = path_group(&name)?;
+    let st = state.clone();
+    let group = blocking(move || {
+        st.roles
+            .find_group(&name)?
+            .ok_or_else(|| ApiError::not_found(format!("group {name}")))
+    })
+    .await?;
+    Ok(ok(&group_json(&group)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroup {
+    name: String,
+    description: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+async fn create_group(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
+    let caller = require(&req, &state, for_method(&req)).await?;
+    let new: NewGroup = json_body(&req, &body)?;
+    let name = GroupName::parse(&new.name).map_err(|e| ApiError::field("name", e))?;
+    let description = description(new.description.as_deref())?;
+    let roles = role_names(&new.roles)?;
+    let st = state.clone();
+    let group = blocking(move || {
+        let event = caller.event(
+            "group.created",
+            format!("group:{name}"),
+            json!({
+                "description": description.as_str(),
+                "roles": roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+            }),
+        );
+        st.roles
+            .create_group(&name, &description, &roles, st.clock.now(), &event)?;
+        st.roles
+            .find_group(&name)?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a created group is missing")))
+    })
+    .await?;
+    Ok(created(
+        &format!("{API}/groups/{}", group.name),
+        &group_json(&group),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupChange {
+    description: Option<String>,
+    roles: Option<Vec<String>>,
+}
+
+async fn update_group(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
+    let caller = require(&req, &state, for_method(&req)).await?;
+    let name = path_group(&name)?;
+    let change: GroupChange = json_body(&req, &body)?;
+    let new_description = change
+        .description
+        .as_deref()
+        .map(|d| description(Some(d)))
+        .transpose()?;
+    let new_roles = change.roles.as_deref().map(role_names).transpose()?;
+    let st = state.clone();
+    let group = blocking(move || {
+        let existing = st
+            .roles
+            .find_group(&name)?
+            .ok_or_else(|| ApiError::not_found(format!("group {name}")))?;
+        let description = new_description.unwrap_or(existing.description);
+        let roles = new_roles.unwrap_or(existing.roles);
+        let event = caller.event(
+            "group.updated",
+            format!("group:{name}"),
+            json!({
+                "description": description.as_str(),
+                "roles": roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+            }),
+        );
+        if !st
+            .roles
+            .update_group(&name, &description, &roles, st.clock.now(), &event)?
+        {
+            return Err(ApiError::not_found(format!("group {name}")));
+        }
+        st.roles
+            .find_group(&name)?
+            .ok_or_else(|| ApiError::not_found(format!("group {name}")))
+    })
+    .await?;
+    Ok(ok(&group_json(&group)))
+}
+
+async fn delete_group(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> ApiResult {
+    let caller = require(&req, &state, for_method(&req)).await?;
+    let name = path_group(&name)?;
+    let st = state.clone();
+    blocking(move || {
+        let event = caller.event("group.deleted", format!("group:{name}"), json!({}));
+        if st.roles.delete_group(&name, st.clock.now(), &event)? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("group {name}")))
+        }
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn membership(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    member: bool,
+) -> ApiResult {
+    let caller = require(&req, &state, for_method(&req)).await?;
+    let (group, user) = path.into_inner();
+    let group = path_group(&group)?;
+    let user = user_id(&user)?;
+    let st = state.clone();
+    blocking(move || {
+        if st.roles.find_group(&group)?.is_none() {
+            return Err(ApiError::not_found(format!("group {group}")));
+        }
+        let target = find_user(&st, user)?;
+        let event = caller.event(
+            if member {
+                "group.member_added"
+            } else {
+                "group.member_removed"
+            },
+            format!("group:{group}"),
+            json!({ "user": user_subject(target.id), "username": target.username.as_str() }),
+        );
+        // Nothing to change is no change: answered alike, recorded not at all.
+        st.roles
+            .set_group_member(&group, user, member, st.clock.now(), &event)?;
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn add_member(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    membership(req, state, path, true).await
+}
+
+async fn remove_member(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    membership(req, state, path, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserPage {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_users(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
+    require(&req, &state, for_method(&req)).await?;
+    let page: UserPage = query(&req)?;
+    let limit = limit(page.limit)?;
+    let after = page
+        .after
+        .as_deref()
+        .map(Username::parse)
+        .transpose()
+        .map_err(|e| ApiError::field("after", e))?;
+    let st = state.clone();
+    let users = blocking(move || Ok(st.users.list_users(after.as_ref(), limit)?)).await?;
+    let next = (users.len() == limit as usize)
+        .then(|| users.last().map(|u| u.username.as_str().to_owned()))
+        .flatten();
+    Ok(ok(&json!({
+        "items": users.iter().map(user_json).collect::<Vec<_>>(),
+        "next_after": next,
+    })))
+}
+
+async fn get_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> ApiResult {
+    require(&req, &state, for_method(&req)).await?;
+    let id = user_id(&id)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let user = find_user(&st, id)?;
+        let direct = st.roles.direct_roles(id)?;
+        let groups = st.roles.groups_of(id)?;
+        let mut body = user_json(&user);
+        body["direct_roles"] = direct
+            .iter()
+            .map(RoleName::as_str)
+            .collect::<Vec<_>>()
+            .into();
+        body["groups"] = groups
+            .iter()
+            .map(GroupName::as_str)
+            .collect::<Vec<_>>()
+            .into();
+        Ok(body)
+    })
+    .await?;
+    Ok(ok(&body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserRoles {
+    roles: Vec<String>,
+}
+
+async fn set_user_roles(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
+    let caller = require(&req, &state, for_method(&req)).await?;
+    let id = user_id(&id)?;
+    let change: UserRoles = json_body(&req, &body)?;
+    let roles = role_names(&change.roles)?;
+    let st = state.clone();
+    let user = blocking(move || {
+        let before = st.roles.direct_roles(id)?;
+        // An administrator cannot take the admin role from themselves: someone must be left
+        // who can give it back.
+        if id == caller.user.id
+            && before.iter().any(|r| r.as_str() == RoleName::ADMIN)
+            && !roles.iter().any(|r| r.as_str() == RoleName::ADMIN)
+        {
+            return Err(ApiError::conflict(
+                "you cannot remove the admin role from yourself",
+            ));
+        }
+        let event = caller.event(
+            "user.roles_changed",
+            user_subject(id),
+            json!({
+                "before": before.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+                "after": roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+            }),
+        );
+        if !st
+            .roles
+            .set_user_roles(id, &roles, st.clock.now(), &event)?
+        {
+            return Err(ApiError::not_found(format!("user {id}")));
+        }
+        find_user(&st, id)
+    })
+    .await?;
+    Ok(ok(&user_json(&user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewServiceAccount {
+    username: String,
+    display_name: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// A service account: a user who never signs in (no password) and acts through API keys.
+async fn create_service_account(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> ApiResult {
+    let caller = require(&req, &state, Permission::AdminWrite).await?;
+    let new: NewServiceAccount = json_body(&req, &body)?;
+    let username = Username::parse(&new.username).map_err(|e| ApiError::field("username", e))?;
+    let display_name = new
+        .display_name
+        .as_deref()
+        .map(DisplayName::parse)
+        .transpose()
+        .map_err(|e| ApiError::field("display_name", e))?;
+    let roles = role_names(&new.roles)?;
+    let st = state.clone();
+    let user = blocking(move || {
+        let now = st.clock.now();
+        let id = random::uuid_v7(st.rng.as_ref(), st.clock.as_ref()).map_err(ApiError::internal)?;
+        let user = NewUser {
+            id: portcullis_core::model::UserId(id),
+            username,
+            email: None,
+            display_name,
+            password_hash: None,
+            password_change_required: false,
+            created_at: now,
+        };
+        st.users.create_user(&user, &roles)?;
+        crate::audit::record(
+            &st,
+            caller.event(
+                "user.created",
+                user_subject(user.id),
+                json!({
+                    "username": user.username.as_str(),
+                    "service_account": true,
+                    "roles": roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+                }),
+            ),
+        );
+        find_user(&st, user.id)
+    })
+    .await?;
+    Ok(created(
+        &format!("{API}/users/{}", user.id),
+        &user_json(&user),
+    ))
+}

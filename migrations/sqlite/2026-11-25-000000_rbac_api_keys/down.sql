@@ -1,0 +1,10 @@
+DROP INDEX audit_events_subject;
+DROP INDEX audit_events_actor;
+DROP TABLE audit_checkpoints;
+DROP INDEX api_keys_created;
+ALTER TABLE api_keys DROP COLUMN created_by;
+ALTER TABLE clients DROP COLUMN roles_claim;
+DELETE FROM roles WHERE id IN ('00000000-0000-7000-8000-000000000002', '00000000-0000-7000-8000-000000000003');
+DROP TABLE group_members;
+DROP TABLE group_roles;
+DROP TABLE groups;
