@@ -39,6 +39,18 @@ pub(crate) fn user_with_roles(app: &TestApp, name: &str, roles: &[&str]) -> Stri
     .to_string()
 }
 
+/// The id of the user named `name`.
+pub(crate) fn user_id_of(app: &TestApp, name: &str) -> String {
+    use portcullis_core::store::UserStore;
+    let store = DieselStore::new(Database::open(app.db.url(), &PoolOptions::default()).unwrap());
+    store
+        .find_user_by_username(&Username::parse(name).unwrap())
+        .unwrap()
+        .unwrap()
+        .id
+        .to_string()
+}
+
 /// A browser of its own, signed in as `user`.
 pub(crate) async fn signed_in(app: &TestApp, user: &str) -> reqwest::Client {
     let http = reqwest::Client::builder()
@@ -189,6 +201,8 @@ fn routes(user: &str, key: &str) -> Vec<(Method, String, Option<Value>)> {
             format!("/users/{user}/api-keys"),
             Some(json!({ "name": "k", "scopes": ["admin:write"] })),
         ),
+        (Method::GET, format!("/users/{user}/consents"), None),
+        (Method::DELETE, format!("/users/{user}/consents/x"), None),
         (Method::GET, "/audit".into(), None),
         (Method::GET, "/audit/export".into(), None),
     ]

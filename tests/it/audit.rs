@@ -512,3 +512,69 @@ async fn typed_text_is_stored_escaped_as_one_record() {
     );
     assert!(subjects[1].len() < 100, "bounded: {}", subjects[1].len());
 }
+
+#[tokio::test]
+async fn withdrawing_consent_ends_the_clients_access_and_is_one_record() {
+    let app = spawn_app().await;
+    let root = admin(&app).await;
+    let (rp, tokens) = alice_tokens(&app).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let alice = crate::admin::user_id_of(&app, "alice");
+    let (status, consents) = call(
+        &app,
+        Some(&root.key_ro),
+        Method::GET,
+        &format!("/users/{alice}/consents"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        consents["items"][0]["client_id"],
+        rp.id.as_str(),
+        "{consents}"
+    );
+    // Alice withdraws it on her account page (her browser is `app.http`).
+    let page = app
+        .http
+        .get(app.url("/account"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("RP1"), "the application is listed by name");
+    let csrf = hidden(&page, "csrf_token");
+    let res = app
+        .post_form(
+            &format!("/account/consents/{}/revoke", rp.id),
+            &[("csrf_token", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(
+        !app.is_active(&rp.id, rp.secret.as_deref().unwrap(), access)
+            .await
+    );
+    let refreshed = refresh_with(&app, &rp, tokens["refresh_token"].as_str().unwrap(), None).await;
+    assert_eq!(refreshed["error"], "invalid_grant");
+    // Gone, so a second withdrawal finds nothing, and records nothing.
+    let (status, _) = call(
+        &app,
+        Some(&root.key_rw),
+        Method::DELETE,
+        &format!("/users/{alice}/consents/{}", rp.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let rows = trail(&app);
+    let revoked: Vec<_> = rows.iter().filter(|r| r.1 == "consent.revoked").collect();
+    assert_eq!(revoked.len(), 1, "{rows:?}");
+    assert_eq!(revoked[0].4.as_deref(), Some(rp.id.as_str()));
+    assert_eq!(
+        revoked[0].3.as_deref(),
+        Some(format!("user:{alice}").as_str())
+    );
+}

@@ -285,6 +285,18 @@ async fn a_replayed_code_fails_and_revokes_what_it_gave() {
         )
         .await;
     assert_eq!(refresh.status(), 400);
+    // Case 92: the reuse is one audit record, naming the client, never the code.
+    use diesel::prelude::*;
+    use portcullis_storage::schema::audit_events;
+    let db = Database::open(app.db.url(), &PoolOptions::default()).unwrap();
+    let reuse: Vec<(Option<String>, String)> = audit_events::table
+        .filter(audit_events::event_type.eq("oauth.code_reuse"))
+        .select((audit_events::client_id, audit_events::details))
+        .load(&mut *db.conn().unwrap())
+        .unwrap();
+    assert_eq!(reuse.len(), 1, "{reuse:?}");
+    assert_eq!(reuse[0].0.as_deref(), Some(rp.id.as_str()));
+    assert!(!reuse[0].1.contains(&code));
 }
 
 #[tokio::test]

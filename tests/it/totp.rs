@@ -260,6 +260,23 @@ async fn guessing_codes_meets_the_sign_in_limit() {
     let res = code_step(&app, &g, &right).await;
     assert_eq!(res.status(), 429, "even the right code waits");
     assert!(res.headers().contains_key("retry-after"));
+    // One record per attempt: five wrong codes, then two refusals at the limit (lockout).
+    use diesel::prelude::*;
+    use portcullis_storage::schema::audit_events;
+    let db = portcullis_storage::Database::open(
+        app.db.url(),
+        &portcullis_storage::PoolOptions::default(),
+    )
+    .unwrap();
+    let events: Vec<(String, String)> = audit_events::table
+        .filter(audit_events::event_type.like("user.%"))
+        .filter(audit_events::outcome.eq("failure"))
+        .select((audit_events::event_type, audit_events::outcome))
+        .load(&mut *db.conn().unwrap())
+        .unwrap();
+    let count = |t: &str| events.iter().filter(|e| e.0 == t).count();
+    assert_eq!(count("user.second_factor"), 5, "{events:?}");
+    assert_eq!(count("user.login_throttled"), 2, "{events:?}");
 }
 
 #[tokio::test]

@@ -58,6 +58,15 @@ pub struct Session {
     pub expires_at: UnixTime,
 }
 
+/// What a user let a client have, kept so they are not asked again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consent {
+    pub client_id: ClientId,
+    pub scope: ScopeSet,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
 /// One authorization: what a user let a client do. Codes and refresh tokens hang off it, and
 /// revoking it revokes them all and the access tokens that name it.
 #[derive(Clone, Debug)]
@@ -129,6 +138,20 @@ pub trait FlowStore: Send + Sync {
         scope: &ScopeSet,
         now: UnixTime,
     ) -> Result<(), StoreError>;
+
+    /// The user's consents, by client.
+    fn consents_of(&self, user: UserId) -> Result<Vec<Consent>, StoreError>;
+
+    /// Withdraws the user's consent to the client and revokes every grant the user gave it
+    /// (its refresh tokens, and so its access tokens), with `event` in the audit trail, in
+    /// one transaction. False: there was no consent.
+    fn revoke_consent(
+        &self,
+        user: UserId,
+        client: &ClientId,
+        now: UnixTime,
+        event: &crate::audit::AuditEvent,
+    ) -> Result<bool, StoreError>;
 
     /// Stores a new grant and its code, together.
     fn create_grant_with_code(&self, grant: &Grant, code: &CodeRecord) -> Result<(), StoreError>;

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use portcullis_core::UnixTime;
 use portcullis_core::domain::{ClientId, ScopeSet};
 use portcullis_core::flow::{
-    CodeRecord, FlowStore, Grant, Redemption, RefreshRecord, Session, SessionStage,
+    CodeRecord, Consent, FlowStore, Grant, Redemption, RefreshRecord, Session, SessionStage,
 };
 use portcullis_core::model::UserId;
 use portcullis_core::secret::TokenHash;
@@ -203,6 +203,62 @@ impl FlowStore for DieselStore {
                 other => return other.map_err(StoreError::from),
             }
         }
+    }
+
+    fn consents_of(&self, user: UserId) -> Result<Vec<Consent>, StoreError> {
+        let rows: Vec<(String, String, i64, i64)> = consents::table
+            .filter(consents::user_id.eq(user.to_string()))
+            .select((
+                consents::client_id,
+                consents::scope,
+                consents::created_at,
+                consents::updated_at,
+            ))
+            .order(consents::client_id)
+            .load(&mut self.conn()?)
+            .map_err(from_diesel)?;
+        rows.into_iter()
+            .map(|(client, scope, created, updated)| {
+                Ok(Consent {
+                    client_id: ClientId::parse(&client)
+                        .map_err(|e| corrupt("consents.client_id", e))?,
+                    scope: ScopeSet::parse(&scope).map_err(|e| corrupt("consents.scope", e))?,
+                    created_at: UnixTime::from_secs(created),
+                    updated_at: UnixTime::from_secs(updated),
+                })
+            })
+            .collect()
+    }
+
+    fn revoke_consent(
+        &self,
+        user: UserId,
+        client: &ClientId,
+        now: UnixTime,
+        event: &portcullis_core::audit::AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            let deleted = diesel::delete(consents::table.find((user.to_string(), client.as_str())))
+                .execute(conn)?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            diesel::update(
+                grants::table
+                    .filter(grants::user_id.eq(user.to_string()))
+                    .filter(grants::client_id.eq(client.as_str()))
+                    .filter(grants::revoked_at.is_null()),
+            )
+            .set((
+                grants::revoked_at.eq(now.as_secs()),
+                grants::revoke_reason.eq("consent revoked"),
+            ))
+            .execute(conn)?;
+            crate::audit::append(conn, std::slice::from_ref(event), now)?;
+            Ok(true)
+        })
+        .map_err(from_diesel)
     }
 
     fn create_grant_with_code(&self, g: &Grant, c: &CodeRecord) -> Result<(), StoreError> {

@@ -71,6 +71,9 @@ pub struct AccountPage<'a> {
     pub username: &'a str,
     pub totp_enabled: bool,
     pub recovery_left: u32,
+    pub csrf_token: &'a str,
+    /// Applications the person has allowed: (client id, its name, the scopes).
+    pub consents: Vec<(String, String, String)>,
 }
 
 /// One key in the account page's list.

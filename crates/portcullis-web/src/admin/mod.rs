@@ -7,6 +7,7 @@
 //! is written to the audit trail in the transaction that makes it.
 
 mod audit_log;
+mod consents;
 pub mod keys;
 mod rbac;
 
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/me").get(me))
             .configure(rbac::configure)
             .configure(keys::configure)
+            .configure(consents::configure)
             .configure(audit_log::configure),
     );
 }

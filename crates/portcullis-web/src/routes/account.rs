@@ -40,26 +40,82 @@ pub async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, InternalError> {
-    let (_, user) = match signed_in_user(&req, &state).await? {
+    let (token, user) = match signed_in_user(&req, &state).await? {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
     let st = state.clone();
     let id = user.id;
-    // The page counts recovery codes only when two-step verification is on.
-    let left = if user.totp_enabled {
-        web::block(move || st.totp.recovery_codes_left(id)).await??
-    } else {
-        0
-    };
+    let totp = user.totp_enabled;
+    let (left, consents) = web::block(move || -> anyhow::Result<_> {
+        // The page counts recovery codes only when two-step verification is on.
+        let left = if totp {
+            st.totp.recovery_codes_left(id)?
+        } else {
+            0
+        };
+        let mut consents = Vec::new();
+        for c in st.flow.consents_of(id)? {
+            let name = st
+                .clients
+                .find_client(&c.client_id)?
+                .map_or_else(|| c.client_id.to_string(), |client| client.name.to_string());
+            consents.push((c.client_id.to_string(), name, c.scope.to_string()));
+        }
+        Ok((left, consents))
+    })
+    .await??;
     Ok(pages::render(
         StatusCode::OK,
         &AccountPage {
             username: user.username.as_str(),
             totp_enabled: user.totp_enabled,
             recovery_left: left,
+            csrf_token: &session::csrf_for(&token),
+            consents,
         },
     ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RevokeConsentForm {
+    csrf_token: Option<String>,
+}
+
+/// Withdraws the person's consent to a client: its tokens stop working, and it asks again.
+pub async fn revoke_consent(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    client: web::Path<String>,
+    form: web::Form<RevokeConsentForm>,
+) -> Result<HttpResponse, InternalError> {
+    if let Err(refused) = session::form_token(&req, &state, form.csrf_token.as_deref()) {
+        return Ok(*refused);
+    }
+    let (_, user) = match signed_in_user(&req, &state).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    let Ok(client) = portcullis_core::domain::ClientId::parse(&client) else {
+        return Ok(error_response(&req, StatusCode::NOT_FOUND));
+    };
+    let id = user.id;
+    let event = crate::audit::Origin::of(&req, &state)
+        .event(
+            "consent.revoked",
+            portcullis_core::audit::Outcome::Success,
+            format!("user:{id}"),
+            Some(format!("user:{id}")),
+            serde_json::json!({ "client_id": client.as_str() }),
+        )
+        .for_client(client.as_str());
+    let st = state.clone();
+    let revoked =
+        web::block(move || st.flow.revoke_consent(id, &client, st.clock.now(), &event)).await??;
+    if !revoked {
+        return Ok(error_response(&req, StatusCode::NOT_FOUND));
+    }
+    Ok(pages::see_other(paths::ACCOUNT))
 }
 
 fn enrol_context(user: &User) -> String {

@@ -59,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .post(account_keys::create),
         )
         .service(web::resource("/account/api-keys/{id}/revoke").post(account_keys::revoke))
+        .service(web::resource("/account/consents/{client}/revoke").post(account::revoke_consent))
         .service(
             web::resource(paths::CHANGE_PASSWORD)
                 .get(login::show_change)
