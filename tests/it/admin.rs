@@ -4,11 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use diesel::prelude::*;
-use portcullis_core::domain::{ClientAuthMethod, Email, GrantType, Username};
-use portcullis_core::model::RoleName;
-use portcullis_core::password::{Password, PasswordHasher};
-use portcullis_core::users::{UserRegistration, create_user};
-use portcullis_core::{OsRandom, SystemClock};
+use portcullis_core::domain::{ClientAuthMethod, GrantType, Username};
 use portcullis_storage::schema::{api_keys, audit_events, clients};
 use portcullis_storage::{Database, DieselStore, PoolOptions};
 use reqwest::{Method, StatusCode};
@@ -17,27 +13,7 @@ use serde_json::{Value, json};
 use crate::flow::{Rp, tokens_with_scope};
 use crate::helpers::{PASSWORD, TestApp, hidden, spawn_app};
 
-/// A user with `roles`, made through the store; their id.
-pub(crate) fn user_with_roles(app: &TestApp, name: &str, roles: &[&str]) -> String {
-    let store = DieselStore::new(Database::open(app.db.url(), &PoolOptions::default()).unwrap());
-    create_user(
-        &store,
-        &PasswordHasher::new(4).unwrap(),
-        &OsRandom,
-        &SystemClock,
-        UserRegistration {
-            username: Username::parse(name).unwrap(),
-            email: Some(Email::parse(&format!("{name}@example.com")).unwrap()),
-            display_name: None,
-            password: &Password::parse(PASSWORD).unwrap(),
-            roles: roles.iter().map(|r| RoleName::parse(r).unwrap()).collect(),
-            password_change_required: false,
-        },
-    )
-    .unwrap()
-    .id
-    .to_string()
-}
+pub(crate) use crate::helpers::add_user_with_roles as user_with_roles;
 
 /// The id of the user named `name`.
 pub(crate) fn user_id_of(app: &TestApp, name: &str) -> String {
@@ -49,6 +25,19 @@ pub(crate) fn user_id_of(app: &TestApp, name: &str) -> String {
         .unwrap()
         .id
         .to_string()
+}
+
+/// The id of the key named `name` in a list of keys.
+pub(crate) fn key_named(keys: &Value, name: &str) -> String {
+    keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name)
+        .unwrap_or_else(|| panic!("no key {name}: {keys}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A browser of its own, signed in as `user`.
@@ -221,15 +210,7 @@ async fn the_admin_api_admits_only_valid_credentials_with_the_permission() {
     let keys: Value = call(&app, Some(&root.key_rw), Method::GET, "/api-keys", None)
         .await
         .1;
-    let key_id = keys["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["name"] == "admin:write")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key_id = key_named(&keys, "admin:write");
     let routes = routes(&alice, &key_id);
 
     // Case 65: no credentials at all.

@@ -8,7 +8,7 @@ use portcullis_storage::{Database, PoolOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::admin::{admin, call, signed_in, user_with_roles};
+use crate::admin::{admin, call, key_named, signed_in, user_with_roles};
 use crate::flow::{alice_tokens, refresh_with};
 use crate::helpers::{PASSWORD, TestApp, command, hidden, run, spawn_app};
 
@@ -283,15 +283,7 @@ async fn every_admin_change_is_one_record_read_back_through_the_audit_api() {
     .await;
     assert_eq!(status, 404);
     let (_, keys) = call(&app, rw, Method::GET, "/api-keys", None).await;
-    let ro_id = keys["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["name"] == "admin:read")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ro_id = key_named(&keys, "admin:read");
     let (status, _) = call(
         &app,
         rw,

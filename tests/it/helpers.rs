@@ -406,6 +406,11 @@ pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
 pub const PASSWORD: &str = "alice's long password";
 
 pub fn add_user(app: &TestApp, name: &str) -> String {
+    add_user_with_roles(app, name, &[])
+}
+
+/// A user with `roles` (which must exist), made through the store; their id.
+pub fn add_user_with_roles(app: &TestApp, name: &str, roles: &[&str]) -> String {
     let store = DieselStore::new(Database::open(app.db.url(), &PoolOptions::default()).unwrap());
     let user = create_user(
         &store,
@@ -417,7 +422,10 @@ pub fn add_user(app: &TestApp, name: &str) -> String {
             email: Some(Email::parse(&format!("{name}@example.com")).unwrap()),
             display_name: None,
             password: &Password::parse(PASSWORD).unwrap(),
-            roles: vec![],
+            roles: roles
+                .iter()
+                .map(|r| portcullis_core::model::RoleName::parse(r).unwrap())
+                .collect(),
             password_change_required: false,
         },
     )

@@ -15,6 +15,16 @@ use crate::pages::{self, ApiKeysPage, KeyRow};
 use crate::session;
 use crate::state::AppState;
 
+/// The signed-in person as the admin API's key helpers name an actor.
+fn as_caller(req: &HttpRequest, state: &AppState, user: &User) -> Caller {
+    Caller {
+        permissions: Permissions::of_roles(&user.roles),
+        user: user.clone(),
+        via: Via::Session,
+        origin: Origin::of(req, state),
+    }
+}
+
 /// The most keys listed on the page.
 const LISTED: u32 = 100;
 
@@ -153,12 +163,7 @@ pub async fn create(
         Ok(new) => new,
         Err(message) => return page(&state, &token, user, None, Some(&message)).await,
     };
-    let caller = Caller {
-        permissions: Permissions::of_roles(&user.roles),
-        user: user.clone(),
-        via: Via::Session,
-        origin: Origin::of(&req, &state),
-    };
+    let caller = as_caller(&req, &state, &user);
     let st = state.clone();
     let owner = user.clone();
     let made = web::block(move || {
@@ -194,12 +199,7 @@ pub async fn revoke(
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
-    let caller = Caller {
-        permissions: Permissions::of_roles(&user.roles),
-        user: user.clone(),
-        via: Via::Session,
-        origin: Origin::of(&req, &state),
-    };
+    let caller = as_caller(&req, &state, &user);
     let st = state.clone();
     let found = web::block(move || -> anyhow::Result<bool> {
         // Only the owner's own keys: another person's key id is "not found".
