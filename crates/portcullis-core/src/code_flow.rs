@@ -16,7 +16,7 @@ use crate::flow::{FlowStore, Grant, Redemption, RefreshRecord};
 use crate::keys::SigningAlg;
 use crate::model::{Client, User, UserStatus};
 use crate::oauth::{Context, ErrorCode, OAuthError, TokenResponse, issue_access_token};
-use crate::secret::PlainToken;
+use crate::secret::{PlainToken, TokenHash};
 use crate::store::UserStore;
 
 fn invalid_grant(description: &str) -> OAuthError {
@@ -110,8 +110,7 @@ fn first_refresh_token(
     {
         return Ok(None);
     }
-    let token = PlainToken::generate(ctx.rng)
-        .map_err(|_| OAuthError::new(ErrorCode::ServerError, "no randomness"))?;
+    let token = PlainToken::generate(ctx.rng).map_err(OAuthError::from_random)?;
     let now = ctx.clock.now();
     let record = RefreshRecord {
         hash: token.hash(),
@@ -156,7 +155,7 @@ pub fn exchange_code(
         redirect_uri.ok_or_else(|| OAuthError::invalid_request("redirect_uri is missing"))?;
     let now = ctx.clock.now();
     let (record, grant) = match flow
-        .consume_code(&PlainToken::from_presented(code).hash(), &client.id, now)
+        .consume_code(&TokenHash::of(code), &client.id, now)
         .map_err(OAuthError::from_store)?
     {
         Redemption::Redeemed(found) => found,
@@ -225,7 +224,7 @@ pub fn refresh(
     }
     let presented =
         refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-    let old = PlainToken::from_presented(presented).hash();
+    let old = TokenHash::of(presented);
     // A scope that would widen the grant is refused before the token is spent, so the client
     // can retry with a valid one.
     if let Some(requested) = &requested
@@ -240,8 +239,7 @@ pub fn refresh(
             "a refresh cannot widen the scope",
         ));
     }
-    let next = PlainToken::generate(ctx.rng)
-        .map_err(|_| OAuthError::new(ErrorCode::ServerError, "no randomness"))?;
+    let next = PlainToken::generate(ctx.rng).map_err(OAuthError::from_random)?;
     let now = ctx.clock.now();
     let next_record = RefreshRecord {
         hash: next.hash(),

@@ -165,13 +165,11 @@ impl fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        let digest = Sha256::digest(
-            b"portcullis master key id\0"
-                .iter()
-                .chain(bytes.iter())
-                .copied()
-                .collect::<Vec<u8>>(),
-        );
+        // Hashed in two parts: no copy of the key on the heap.
+        let digest = Sha256::new()
+            .chain_update(b"portcullis master key id\0")
+            .chain_update(bytes)
+            .finalize();
         let id = URL_SAFE_NO_PAD.encode(&digest[..9]);
         Self {
             key: SecretBox::new(Box::new(bytes)),

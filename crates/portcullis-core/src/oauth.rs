@@ -143,6 +143,17 @@ impl OAuthError {
         }
     }
 
+    /// The operating system's generator failed: a 500 that says nothing, its cause logged.
+    pub fn from_random(e: crate::random::RandomUnavailable) -> Self {
+        Self {
+            cause: Some(chain(&e)),
+            ..Self::new(
+                ErrorCode::ServerError,
+                "the server could not complete the request",
+            )
+        }
+    }
+
     /// The HTTP status: 401 for a failed client authentication, 503 when unavailable, 500 for
     /// a server error, 400 otherwise.
     pub fn status(&self) -> u16 {
@@ -249,8 +260,7 @@ pub fn issue_access_token(
     roles: Option<Vec<String>>,
 ) -> Result<TokenResponse, OAuthError> {
     let now = ctx.clock.now();
-    let jti = random::uuid_v7(ctx.rng, ctx.clock)
-        .map_err(|_| OAuthError::new(ErrorCode::ServerError, "no randomness"))?;
+    let jti = random::uuid_v7(ctx.rng, ctx.clock).map_err(OAuthError::from_random)?;
     let scope = scope.to_string();
     let claims = AccessTokenClaims {
         iss: ctx.issuer.to_string(),
@@ -400,7 +410,7 @@ pub fn revoke(
         return Ok(());
     }
     let Some(flow) = flow else { return Ok(()) };
-    let hash = crate::secret::PlainToken::from_presented(token).hash();
+    let hash = crate::secret::TokenHash::of(token);
     match flow.grant_of_refresh_token(&hash)? {
         Some(grant) if grant.client_id == caller.id => {
             flow.revoke_grant(&grant.id, "refresh token revoked", now)

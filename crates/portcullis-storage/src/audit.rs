@@ -159,8 +159,13 @@ impl AuditStore for DieselStore {
         if let Some(kind) = &q.event_type {
             query = match kind.strip_suffix(".*") {
                 // A family: `user.*` is every type that starts with `user.`. The prefix has
-                // only [a-z0-9_.] (checked by the caller), so LIKE needs no escaping.
-                Some(family) => query.filter(audit_events::event_type.like(format!("{family}.%"))),
+                // only [a-z0-9_.] (checked by the caller); `_` is escaped, or LIKE would take
+                // it for any one character.
+                Some(family) => query.filter(
+                    audit_events::event_type
+                        .like(format!("{}.%", family.replace('_', "\\_")))
+                        .escape('\\'),
+                ),
                 None => query.filter(audit_events::event_type.eq(kind.clone())),
             };
         }

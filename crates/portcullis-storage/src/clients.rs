@@ -14,7 +14,7 @@ use portcullis_core::store::{ClientStore, StoreError};
 
 use crate::DieselStore;
 use crate::db::{DbConnection, write_tx};
-use crate::error::{TxError, corrupt, from_diesel, is_unique_violation, json_list, parse_list};
+use crate::error::{TxError, conflict, corrupt, from_diesel, json_list, parse_list};
 use crate::schema::{client_secrets, clients};
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -122,16 +122,7 @@ impl ClientStore for DieselStore {
             diesel::insert_into(clients::table)
                 .values(ClientRow::from(client))
                 .execute(conn)
-                .map_err(|e| {
-                    if is_unique_violation(&e) {
-                        TxError::Store(StoreError::Conflict(format!(
-                            "a client named {}",
-                            client.name
-                        )))
-                    } else {
-                        TxError::Diesel(e)
-                    }
-                })?;
+                .map_err(conflict(format!("a client named {}", client.name)))?;
             if let Some(secret) = secret {
                 insert_secret(conn, &client.id, secret)?;
             }

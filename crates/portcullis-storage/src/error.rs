@@ -30,6 +30,18 @@ pub(crate) fn is_unique_violation(e: &Error) -> bool {
     )
 }
 
+/// For `map_err` on an insert: a uniqueness violation is `Conflict(what)` ("a role named
+/// billing"), anything else stays diesel's.
+pub(crate) fn conflict(what: String) -> impl FnOnce(Error) -> TxError {
+    move |e| {
+        if is_unique_violation(&e) {
+            TxError::Store(StoreError::Conflict(what))
+        } else {
+            TxError::Diesel(e)
+        }
+    }
+}
+
 /// A list as stored: a JSON array of strings in TEXT.
 pub(crate) fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::to_string(&items.into_iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())

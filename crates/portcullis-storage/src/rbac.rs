@@ -11,7 +11,7 @@ use portcullis_core::store::StoreError;
 use crate::DieselStore;
 use crate::audit::append;
 use crate::db::{DbConnection, write_tx};
-use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
+use crate::error::{TxError, conflict, corrupt, from_diesel};
 use crate::schema::{group_members, group_roles, groups, roles, user_roles, users};
 
 fn role_name(raw: &str) -> Result<RoleName, StoreError> {
@@ -124,8 +124,11 @@ fn load_roles(conn: &mut DbConnection, only: Option<&RoleName>) -> Result<Vec<Ro
         query = query.filter(roles::name.eq(name.as_str().to_owned()));
     }
     let rows: Vec<(String, String, String, bool, i64)> = query.load(conn).map_err(from_diesel)?;
-    let holders: Vec<String> = user_roles::table
-        .select(user_roles::role_id)
+    let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let holders: Vec<(String, i64)> = user_roles::table
+        .filter(user_roles::role_id.eq_any(&ids))
+        .group_by(user_roles::role_id)
+        .select((user_roles::role_id, diesel::dsl::count_star()))
         .load(conn)
         .map_err(from_diesel)?;
     rows.into_iter()
@@ -134,22 +137,14 @@ fn load_roles(conn: &mut DbConnection, only: Option<&RoleName>) -> Result<Vec<Ro
                 name: role_name(&name)?,
                 description: Description::from_stored(description),
                 builtin,
-                members: u32::try_from(holders.iter().filter(|h| **h == id).count())
-                    .unwrap_or(u32::MAX),
+                members: holders
+                    .iter()
+                    .find(|(role, _)| *role == id)
+                    .map_or(0, |(_, n)| u32::try_from(*n).unwrap_or(u32::MAX)),
                 created_at: UnixTime::from_secs(created_at),
             })
         })
         .collect()
-}
-
-fn conflict(what: String) -> impl FnOnce(diesel::result::Error) -> TxError {
-    move |e| {
-        if is_unique_violation(&e) {
-            TxError::Store(StoreError::Conflict(what))
-        } else {
-            TxError::Diesel(e)
-        }
-    }
 }
 
 fn user_exists(conn: &mut DbConnection, user: UserId) -> QueryResult<bool> {
@@ -392,6 +387,11 @@ impl RoleStore for DieselStore {
             let Some(id) = group_id(conn, name)? else {
                 return Ok(false);
             };
+            // Touching the group's row locks it (PostgreSQL) so that two changes of its
+            // members take turns instead of racing to insert the same row.
+            diesel::update(groups::table.find(&id))
+                .set(groups::name.eq(groups::name))
+                .execute(conn)?;
             if !user_exists(conn, user)? {
                 return Ok(false);
             }

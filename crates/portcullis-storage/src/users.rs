@@ -9,7 +9,7 @@ use portcullis_core::store::{StoreError, UserStore};
 
 use crate::DieselStore;
 use crate::db::{DbConnection, XactLock, write_tx, xact_lock};
-use crate::error::{TxError, corrupt, from_diesel, is_unique_violation};
+use crate::error::{TxError, conflict, corrupt, from_diesel};
 use crate::schema::{grants, group_members, group_roles, login_sessions, roles, user_roles, users};
 
 #[derive(Queryable, Selectable)]
@@ -138,16 +138,7 @@ fn insert_user(conn: &mut DbConnection, user: &NewUser) -> Result<(), TxError> {
     diesel::insert_into(users::table)
         .values(NewUserRow::from(user))
         .execute(conn)
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                TxError::Store(StoreError::Conflict(format!(
-                    "a user named {}",
-                    user.username
-                )))
-            } else {
-                TxError::Diesel(e)
-            }
-        })?;
+        .map_err(conflict(format!("a user named {}", user.username)))?;
     Ok(())
 }
 

@@ -14,6 +14,8 @@ pub const CHANGE_PASSWORD: &str = "/login/password";
 pub const CONSENT: &str = "/consent";
 pub const SECOND_FACTOR: &str = "/login/totp";
 pub const ACCOUNT: &str = "/account";
+/// Everything below the account page.
+pub const ACCOUNT_PREFIX: &str = "/account/";
 pub const ACCOUNT_TOTP: &str = "/account/totp";
 pub const ACCOUNT_API_KEYS: &str = "/account/api-keys";
 /// The admin UI and API live under this path.

@@ -366,9 +366,9 @@ fn group_of(path: &str) -> Option<&'static str> {
         | paths::LOGIN
         | paths::CHANGE_PASSWORD
         | paths::SECOND_FACTOR
-        | paths::ACCOUNT
-        | paths::ACCOUNT_TOTP
         | paths::END_SESSION => Some("browser"),
+        // A person's own pages: the account page and everything below it.
+        _ if path == paths::ACCOUNT || path.starts_with(paths::ACCOUNT_PREFIX) => Some("browser"),
         // Everything an operator reaches (the admin UI and API) is limited as one group.
         _ if path == paths::ADMIN || path.starts_with(paths::ADMIN_PREFIX) => Some("admin"),
         _ => None,

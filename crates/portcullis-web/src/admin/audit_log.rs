@@ -202,6 +202,25 @@ fn lines(records: &[AuditRecord]) -> Vec<u8> {
 /// How many records each step of an export reads.
 const EXPORT_PAGE: u32 = 500;
 
+/// Where an export has got to.
+struct Step {
+    q: AuditQuery,
+    state: web::Data<AppState>,
+    first: bool,
+    done: bool,
+}
+
+/// The end of an export that failed part-way: the status is already sent, so the body ends
+/// short, and the log says why.
+fn cut_short(error: &str, mut step: Step) -> (Result<Bytes, actix_web::Error>, Step) {
+    tracing::error!(error, "audit export failed part-way");
+    step.done = true;
+    (
+        Err(actix_web::error::ErrorInternalServerError("export failed")),
+        step,
+    )
+}
+
 /// Every matching record, oldest first, streamed: JSON lines by default, or one JSON array
 /// with `format=json`.
 async fn export(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
@@ -217,12 +236,6 @@ async fn export(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     let (mut q, _) = parse(filters)?;
     q.oldest_first = true;
     q.limit = EXPORT_PAGE;
-    struct Step {
-        q: AuditQuery,
-        state: web::Data<AppState>,
-        first: bool,
-        done: bool,
-    }
     let start = Step {
         q,
         state: state.clone(),
@@ -236,18 +249,8 @@ async fn export(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
         let (st, q) = (step.state.clone(), step.q.clone());
         let page = match web::block(move || st.audit.search_audit(&q)).await {
             Ok(Ok(page)) => page,
-            failed => {
-                let error = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
-                    Ok(Ok(_)) => String::new(),
-                };
-                // The status is already sent: the body ends short, and the log says why.
-                tracing::error!(error, "audit export failed part-way");
-                step.done = true;
-                let cut = actix_web::error::ErrorInternalServerError("export failed");
-                return Some((Err(cut), step));
-            }
+            Ok(Err(e)) => return Some(cut_short(&e.to_string(), step)),
+            Err(e) => return Some(cut_short(&e.to_string(), step)),
         };
         let last = page.len() < EXPORT_PAGE as usize;
         step.q.cursor = page.last().map(|r| r.seq).or(step.q.cursor);

@@ -213,8 +213,8 @@ impl Caller {
         details: serde_json::Value,
     ) -> AuditEvent {
         let mut details = details;
-        if let (Some(map), Some(via)) = (details.as_object_mut(), self.via_detail()) {
-            map.insert("via".into(), via);
+        if let Some(map) = details.as_object_mut() {
+            map.insert("via".into(), self.via_detail().into());
         }
         self.origin.event(
             event_type,
@@ -225,12 +225,24 @@ impl Caller {
         )
     }
 
-    fn via_detail(&self) -> Option<serde_json::Value> {
-        Some(match &self.via {
+    fn via_detail(&self) -> String {
+        match &self.via {
             Via::Session => "session".into(),
-            Via::ApiKey(id) => format!("api_key:{id}").into(),
-            Via::AccessToken { client_id } => format!("access_token:{client_id}").into(),
-        })
+            Via::ApiKey(id) => format!("api_key:{id}"),
+            Via::AccessToken { client_id } => format!("access_token:{client_id}"),
+        }
+    }
+
+    /// This caller, if they hold `needed`; 403 otherwise.
+    pub fn holding(self, needed: Permission) -> Result<Self, ApiError> {
+        if self.permissions.contains(needed) {
+            Ok(self)
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {} permission, which the caller does not have",
+                needed.scope()
+            )))
+        }
     }
 }
 
@@ -252,6 +264,12 @@ pub async fn require(
     state: &web::Data<AppState>,
     needed: Permission,
 ) -> Result<Caller, ApiError> {
+    authenticate(req, state).await?.holding(needed)
+}
+
+/// The caller of this request, whatever they may do: 401 without valid credentials or with
+/// one in the URL, 403 for a method override or a change a session makes from another site.
+async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Result<Caller, ApiError> {
     let query = url::form_urlencoded::parse(req.query_string().as_bytes());
     if query
         .into_iter()
@@ -357,12 +375,6 @@ pub async fn require(
             true,
         ));
     };
-    if !permissions.contains(needed) {
-        return Err(ApiError::forbidden(format!(
-            "this needs the {} permission, which the caller does not have",
-            needed.scope()
-        )));
-    }
     Ok(Caller {
         user,
         permissions,
@@ -518,11 +530,11 @@ pub fn ok(body: &serde_json::Value) -> HttpResponse {
 /// Who is calling, and what they may do.
 async fn me(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     // Any admin permission will do: the answer says which ones.
-    let caller = match require(&req, &state, Permission::AdminRead).await {
-        Err(e) if e.status == StatusCode::FORBIDDEN => {
-            require(&req, &state, Permission::AuditRead).await?
-        }
-        other => other?,
+    let caller = authenticate(&req, &state).await?;
+    let caller = if caller.permissions.contains(Permission::AdminRead) {
+        caller
+    } else {
+        caller.holding(Permission::AuditRead)?
     };
     Ok(ok(&serde_json::json!({
         "user": user_json(&caller.user),

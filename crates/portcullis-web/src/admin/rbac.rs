@@ -3,7 +3,6 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::domain::{DisplayName, Username};
 use portcullis_core::model::{NewUser, RoleName};
-use portcullis_core::random;
 use portcullis_core::rbac::{self, Description, Group, GroupName, Permission, Role};
 use serde::Deserialize;
 use serde_json::json;
@@ -531,9 +530,10 @@ async fn create_service_account(
     let st = state.clone();
     let user = blocking(move || {
         let now = st.clock.now();
-        let id = random::uuid_v7(st.rng.as_ref(), st.clock.as_ref()).map_err(ApiError::internal)?;
+        let id = portcullis_core::users::new_user_id(st.rng.as_ref(), st.clock.as_ref())
+            .map_err(ApiError::internal)?;
         let user = NewUser {
-            id: portcullis_core::model::UserId(id),
+            id,
             username,
             email: None,
             display_name,
