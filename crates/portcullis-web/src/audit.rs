@@ -108,7 +108,10 @@ impl Pruner {
     }
 
     pub async fn run(self) {
-        let mut every = tokio::time::interval(self.interval);
+        // The first pass waits one interval: nothing is due at start-up, and a pass in flight
+        // when the process exits would leave a database connection half-closed.
+        let mut every =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let me = std::sync::Arc::new(self);
         loop {
