@@ -145,6 +145,9 @@ fn db(app: &TestApp) -> Database {
     Database::open(app.db.url(), &PoolOptions::default()).unwrap()
 }
 
+/// A client id that no client has.
+const CLIENT: &str = "0190f0f0-0000-7000-8000-000000000000";
+
 /// Every route of the admin API, with a body for those that take one.
 fn routes(user: &str, key: &str) -> Vec<(Method, String, Option<Value>)> {
     let body = || Some(json!({ "name": "x", "description": "d" }));
@@ -194,6 +197,40 @@ fn routes(user: &str, key: &str) -> Vec<(Method, String, Option<Value>)> {
         (Method::DELETE, format!("/users/{user}/consents/x"), None),
         (Method::GET, "/audit".into(), None),
         (Method::GET, "/audit/export".into(), None),
+        (Method::GET, "/clients".into(), None),
+        (
+            Method::POST,
+            "/clients".into(),
+            Some(json!({ "client_name": "x", "redirect_uris": ["https://x.test/cb"] })),
+        ),
+        (Method::GET, format!("/clients/{CLIENT}"), None),
+        (
+            Method::PATCH,
+            format!("/clients/{CLIENT}"),
+            Some(json!({ "client_name": "y" })),
+        ),
+        (Method::DELETE, format!("/clients/{CLIENT}"), None),
+        (Method::POST, format!("/clients/{CLIENT}/secret"), None),
+        (
+            Method::POST,
+            "/users".into(),
+            Some(json!({ "username": "new-user" })),
+        ),
+        (
+            Method::PATCH,
+            format!("/users/{user}"),
+            Some(json!({ "display_name": "x" })),
+        ),
+        (Method::DELETE, format!("/users/{user}"), None),
+        (Method::POST, format!("/users/{user}/disable"), None),
+        (Method::POST, format!("/users/{user}/enable"), None),
+        (Method::POST, format!("/users/{user}/password"), None),
+        (Method::DELETE, format!("/users/{user}/totp"), None),
+        (Method::GET, format!("/users/{user}/sessions"), None),
+        (Method::DELETE, format!("/users/{user}/sessions"), None),
+        (Method::DELETE, format!("/users/{user}/sessions/x"), None),
+        (Method::GET, "/signing-keys".into(), None),
+        (Method::POST, "/signing-keys/rotate".into(), None),
     ]
 }
 

@@ -91,6 +91,7 @@ async fn case_2_redirect_uri_near_misses_and_the_loopback_rule() {
             rate_limit_tier: None,
             roles_claim: false,
         },
+        None,
     )
     .unwrap()
     .client
@@ -243,6 +244,7 @@ async fn setup(app: &TestApp) -> (String, String) {
             rate_limit_tier: None,
             roles_claim: false,
         },
+        None,
     )
     .unwrap();
     (

@@ -1064,11 +1064,22 @@ async fn disabling_a_user_ends_their_tokens_and_sessions() {
     assert!(introspect_active(&app, &rp, access).await);
     let store = DieselStore::new(Database::open(app.db.url(), &PoolOptions::default()).unwrap());
     use portcullis_core::store::UserStore;
+    let alice = store
+        .find_user_by_username(&Username::parse("alice").unwrap())
+        .unwrap()
+        .unwrap();
+    let event = portcullis_core::audit::AuditEvent::new(
+        "user.disabled",
+        "test",
+        "x",
+        serde_json::json!({}),
+    );
     store
-        .set_user_status(
-            &Username::parse("alice").unwrap(),
+        .set_status(
+            alice.id,
             portcullis_core::model::UserStatus::Disabled,
             portcullis_core::UnixTime::from_secs(0),
+            &event,
         )
         .unwrap();
     assert!(
@@ -1274,6 +1285,7 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
             rate_limit_tier: None,
             roles_claim: false,
         },
+        None,
     )
     .unwrap();
     let rp = Rp {

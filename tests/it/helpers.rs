@@ -116,6 +116,7 @@ impl TestApp {
                 rate_limit_tier: None,
                 roles_claim: false,
             },
+            None,
         )
         .unwrap();
         (
@@ -428,6 +429,7 @@ pub fn add_user_with_roles(app: &TestApp, name: &str, roles: &[&str]) -> String 
                 .collect(),
             password_change_required: false,
         },
+        None,
     )
     .unwrap();
     user.id.to_string()

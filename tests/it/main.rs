@@ -10,6 +10,7 @@
 )]
 
 mod admin;
+mod admin_api;
 mod architecture;
 mod audit;
 mod catalogue;

@@ -38,7 +38,7 @@ pub fn ensure_initial_admin(
     configured: Option<&Password>,
 ) -> Result<Option<InitialAdmin>, BootstrapError> {
     // The cheap check first, so that a restart does not pay for a bcrypt hash.
-    if !users.list_users(None, 1)?.is_empty() {
+    if !users.list_users(None, 1, None)?.is_empty() {
         return Ok(None);
     }
     let generated = match configured {
@@ -124,6 +124,6 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(store.list_users(None, 10).unwrap().len(), 1);
+        assert_eq!(store.list_users(None, 10, None).unwrap().len(), 1);
     }
 }

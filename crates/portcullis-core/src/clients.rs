@@ -38,7 +38,12 @@ pub enum RegistrationError {
     PublicClientCredentials,
     #[error("a public client (auth method none) cannot be first-party: it cannot prove who it is")]
     PublicFirstParty,
+    #[error("a client has at most {MAX_REDIRECT_URIS} redirect URIs of each kind")]
+    TooManyRedirectUris,
 }
+
+/// How many redirect URIs (and, separately, post-logout redirect URIs) a client may have.
+pub const MAX_REDIRECT_URIS: usize = 20;
 
 impl ClientRegistration {
     /// Rules that span several fields.
@@ -51,6 +56,11 @@ impl ClientRegistration {
             return Err(RegistrationError::NoRedirectUri);
         }
         let any_uri = !self.redirect_uris.is_empty() || !self.post_logout_redirect_uris.is_empty();
+        if self.redirect_uris.len() > MAX_REDIRECT_URIS
+            || self.post_logout_redirect_uris.len() > MAX_REDIRECT_URIS
+        {
+            return Err(RegistrationError::TooManyRedirectUris);
+        }
         if any_uri && !has(GrantType::AuthorizationCode) {
             return Err(RegistrationError::RedirectUriWithoutCodeGrant);
         }
@@ -84,11 +94,14 @@ pub struct RegisteredClient {
     pub secret: Option<PlainToken>,
 }
 
+/// Registers a client; `event`, when given, makes the audit record of it, written in the same
+/// transaction.
 pub fn register_client(
     store: &dyn ClientStore,
     rng: &dyn Random,
     clock: &dyn Clock,
     registration: ClientRegistration,
+    event: Option<&dyn Fn(&Client) -> crate::audit::AuditEvent>,
 ) -> Result<RegisteredClient, RegisterError> {
     registration.check()?;
     let now = clock.now();
@@ -125,8 +138,27 @@ pub fn register_client(
         }),
         None => None,
     };
-    store.create_client(&client, record.as_ref())?;
+    let event = event.map(|f| f(&client));
+    store.create_client(&client, record.as_ref(), event.as_ref())?;
     Ok(RegisteredClient { client, secret })
+}
+
+/// What the audit trail records of a client's settings.
+pub fn summary(c: &Client) -> serde_json::Value {
+    serde_json::json!({
+        "client_name": c.name.as_str(),
+        "grant_types": c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        "redirect_uris": c.redirect_uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>(),
+        "post_logout_redirect_uris": c.post_logout_redirect_uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>(),
+        "token_endpoint_auth_method": c.auth_method.as_str(),
+        "scope": c.allowed_scopes.to_string(),
+        "first_party": c.first_party,
+        "roles_claim": c.roles_claim,
+        "rate_limit_tier": c.rate_limit_tier.as_ref().map(|t| t.as_str()),
+        "access_token_ttl": c.token_settings.access_token_ttl.as_secs(),
+        "id_token_ttl": c.token_settings.id_token_ttl.as_secs(),
+        "refresh_token_ttl": c.token_settings.refresh_token_ttl.as_secs(),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +239,7 @@ mod tests {
     fn confidential_client_gets_a_secret_stored_only_as_its_hash() {
         let store = MemoryStore::default();
         let (rng, clock) = (SeededRandom::new(1), FixedClock::at(1_800_000_000));
-        let made = register_client(&store, &rng, &clock, registration()).unwrap();
+        let made = register_client(&store, &rng, &clock, registration(), None).unwrap();
         let secret = made.secret.unwrap();
         let stored = store.find_client(&made.client.id).unwrap().unwrap();
         assert_eq!(stored, made.client);
@@ -230,7 +262,8 @@ mod tests {
         let store = MemoryStore::default();
         let mut reg = registration();
         reg.auth_method = ClientAuthMethod::None;
-        let made = register_client(&store, &SeededRandom::new(2), &FixedClock::at(0), reg).unwrap();
+        let made =
+            register_client(&store, &SeededRandom::new(2), &FixedClock::at(0), reg, None).unwrap();
         assert!(made.secret.is_none());
         assert!(store.secrets_of(&made.client.id).is_empty());
     }
@@ -239,8 +272,8 @@ mod tests {
     fn duplicate_names_conflict() {
         let store = MemoryStore::default();
         let (rng, clock) = (SeededRandom::new(3), FixedClock::at(0));
-        register_client(&store, &rng, &clock, registration()).unwrap();
-        let err = register_client(&store, &rng, &clock, registration()).unwrap_err();
+        register_client(&store, &rng, &clock, registration(), None).unwrap();
+        let err = register_client(&store, &rng, &clock, registration(), None).unwrap_err();
         assert!(
             matches!(err, RegisterError::Store(StoreError::Conflict(_))),
             "{err:?}"

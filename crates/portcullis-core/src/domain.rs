@@ -191,7 +191,23 @@ pub struct RedirectUri(String);
 string_newtype!(RedirectUri);
 
 impl RedirectUri {
+    /// The longest redirect URI accepted, in bytes.
+    pub const MAX_LEN: usize = 2000;
+
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        if raw.len() > Self::MAX_LEN {
+            return Err(invalid(format!(
+                "a redirect URI is at most {} bytes long",
+                Self::MAX_LEN
+            )));
+        }
+        // Matching is exact (RFC 9700 §4.1.3): a `*` would only ever match itself, and
+        // looks like a wildcard to whoever reads the registration.
+        if raw.contains('*') {
+            return Err(invalid(format!(
+                "{raw:?} contains `*`; redirect URIs are matched exactly, without wildcards"
+            )));
+        }
         let url =
             Url::parse(raw).map_err(|e| invalid(format!("{raw:?} is not an absolute URI: {e}")))?;
         if url.fragment().is_some() {

@@ -125,6 +125,19 @@ pub trait FlowStore: Send + Sync {
     ) -> Result<Option<Session>, StoreError>;
     fn delete_session(&self, id: &str) -> Result<(), StoreError>;
 
+    /// The user's signed-in sessions that have not expired at `now`, newest first.
+    fn sessions_of(&self, user: UserId, now: UnixTime) -> Result<Vec<Session>, StoreError>;
+
+    /// Ends the user's sessions (only `only`, when given) and revokes the grants given in
+    /// them, with `event` in the audit trail, in one transaction. Returns how many ended.
+    fn end_sessions(
+        &self,
+        user: UserId,
+        only: Option<&str>,
+        now: UnixTime,
+        event: &crate::audit::AuditEvent,
+    ) -> Result<u64, StoreError>;
+
     fn consented_scope(
         &self,
         user: UserId,

@@ -94,6 +94,14 @@ pub struct NewUser {
     pub created_at: UnixTime,
 }
 
+/// What an administrator (or the user) may change of a user's identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserProfile {
+    pub username: Username,
+    pub email: Option<Email>,
+    pub display_name: Option<DisplayName>,
+}
+
 /// A user as stored, with their roles.
 #[derive(Clone, Debug)]
 pub struct User {
@@ -111,6 +119,14 @@ pub struct User {
 }
 
 impl User {
+    pub fn profile(&self) -> UserProfile {
+        UserProfile {
+            username: self.username.clone(),
+            email: self.email.clone(),
+            display_name: self.display_name.clone(),
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|r| r.as_str() == RoleName::ADMIN)
     }

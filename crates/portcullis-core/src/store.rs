@@ -2,11 +2,14 @@
 //! and PostgreSQL) and by an in-memory fake in unit tests. Absence is `Ok(None)`; the error
 //! type is this crate's, never the database driver's.
 
+use crate::audit::AuditEvent;
 use crate::clock::UnixTime;
 use crate::domain::{ClientId, Username};
 use crate::key_lifecycle::{KeyChanges, LifecycleError};
 use crate::keys::{KeyError, StoredKey};
-use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserId, UserStatus};
+use crate::model::{
+    Client, ClientSecretRecord, NewUser, RoleName, User, UserId, UserProfile, UserStatus,
+};
 use crate::password::PasswordHash;
 use crate::secret::TokenHash;
 
@@ -51,35 +54,98 @@ pub trait UserStore: Send + Sync {
         now: UnixTime,
     ) -> Result<bool, StoreError>;
 
-    /// Users ordered by username, after `after`, at most `limit`.
-    fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError>;
-
-    /// Returns false when there is no such user.
-    fn set_user_status(
+    /// Users ordered by username, after `after`, at most `limit`; with `filter`, only those
+    /// whose username, e-mail or display name contains it (ignoring ASCII case).
+    fn list_users(
         &self,
-        username: &Username,
+        after: Option<&Username>,
+        limit: u32,
+        filter: Option<&str>,
+    ) -> Result<Vec<User>, StoreError>;
+
+    /// Replaces a user's username, e-mail and display name, with `event` in the audit trail,
+    /// in one transaction. False: no such user.
+    fn update_profile(
+        &self,
+        id: UserId,
+        profile: &UserProfile,
+        now: UnixTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Creates a user with the given roles and records `event`, all or nothing.
+    fn create_user_recorded(
+        &self,
+        user: &NewUser,
+        roles: &[RoleName],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Sets an administrator-chosen password, which the user must change at next sign-in
+    /// when `must_change`; ends every session and grant of theirs, and records `event`, in one
+    /// transaction. False: no such user.
+    fn reset_password(
+        &self,
+        id: UserId,
+        hash: &PasswordHash,
+        must_change: bool,
+        now: UnixTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Changes a user's status by id, with `event`, in one transaction; disabling ends every
+    /// session and grant. False: no such user.
+    fn set_status(
+        &self,
+        id: UserId,
         status: UserStatus,
         now: UnixTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes a user with everything of theirs (sessions, grants, consents, keys) and
+    /// records `event`, in one transaction. False: no such user.
+    fn delete_user(
+        &self,
+        id: UserId,
+        now: UnixTime,
+        event: &AuditEvent,
     ) -> Result<bool, StoreError>;
 }
 
 pub trait ClientStore: Send + Sync {
     /// Creates a client and, for a confidential one, its first secret, all or nothing.
+    /// `event`, when given, goes to the audit trail in the same transaction.
     fn create_client(
         &self,
         client: &Client,
         secret: Option<&ClientSecretRecord>,
+        event: Option<&AuditEvent>,
     ) -> Result<(), StoreError>;
 
     fn find_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
 
-    /// Clients ordered by id, after `after`, at most `limit`.
-    fn list_clients(&self, after: Option<&ClientId>, limit: u32)
-    -> Result<Vec<Client>, StoreError>;
+    /// Clients ordered by id, after `after`, at most `limit`; with `filter`, only those whose
+    /// id or name contains it (ignoring ASCII case).
+    fn list_clients(
+        &self,
+        after: Option<&ClientId>,
+        limit: u32,
+        filter: Option<&str>,
+    ) -> Result<Vec<Client>, StoreError>;
 
-    /// Deletes a client with its secrets and everything issued to it. Returns false when
-    /// there is no such client.
-    fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError>;
+    /// Replaces what may change of a client (everything but its id, authentication method
+    /// and creation time) and records `event`, in one transaction. False: no such client.
+    fn update_client(&self, client: &Client, event: &AuditEvent) -> Result<bool, StoreError>;
+
+    /// Deletes a client with its secrets and everything issued to it, and records `event`,
+    /// in one transaction. Returns false when there is no such client.
+    fn delete_client(
+        &self,
+        id: &ClientId,
+        now: UnixTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError>;
 
     /// The longest lifetime of a signed token (ID or access token) of any client, or `None`
     /// with no clients: how long a retired signing key must stay published.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::audit::AuditEvent;
 use crate::clock::{Clock, UnixTime};
 use crate::domain::{ClientId, Username};
 use crate::model::{Client, ClientSecretRecord, NewUser, RoleName, User, UserStatus};
@@ -167,30 +168,117 @@ impl UserStore for MemoryStore {
         Ok(users.values().find(|u| u.id == id).cloned())
     }
 
-    fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError> {
+    fn list_users(
+        &self,
+        after: Option<&Username>,
+        limit: u32,
+        filter: Option<&str>,
+    ) -> Result<Vec<User>, StoreError> {
         let users = lock(&self.users)?;
         Ok(users
             .values()
             .filter(|u| after.is_none_or(|a| u.username.as_str() > a.as_str()))
+            .filter(|u| {
+                filter.is_none_or(|f| {
+                    let f = f.to_ascii_lowercase();
+                    [
+                        Some(u.username.as_str()),
+                        u.email.as_ref().map(|e| e.as_str()),
+                        u.display_name.as_ref().map(|d| d.as_str()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v.to_ascii_lowercase().contains(&f))
+                })
+            })
             .take(limit as usize)
             .cloned()
             .collect())
     }
 
-    fn set_user_status(
+    fn update_profile(
         &self,
-        username: &Username,
-        status: UserStatus,
+        id: crate::model::UserId,
+        profile: &crate::model::UserProfile,
         now: UnixTime,
+        _event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut users = lock(&self.users)?;
+        let Some(mut user) = users.values().find(|u| u.id == id).cloned() else {
+            return Ok(false);
+        };
+        if user.username != profile.username && users.contains_key(profile.username.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "a user named {}",
+                profile.username
+            )));
+        }
+        users.remove(user.username.as_str());
+        user.username = profile.username.clone();
+        user.email = profile.email.clone();
+        user.display_name = profile.display_name.clone();
+        user.updated_at = now;
+        users.insert(user.username.as_str().to_owned(), user);
+        Ok(true)
+    }
+
+    fn create_user_recorded(
+        &self,
+        user: &NewUser,
+        roles: &[RoleName],
+        _event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.create_user(user, roles)
+    }
+
+    fn reset_password(
+        &self,
+        id: crate::model::UserId,
+        hash: &crate::password::PasswordHash,
+        must_change: bool,
+        now: UnixTime,
+        _event: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let mut users = lock(&self.users)?;
         Ok(users
-            .get_mut(username.as_str())
+            .values_mut()
+            .find(|u| u.id == id)
+            .map(|u| {
+                u.password_hash = Some(hash.clone());
+                u.password_change_required = must_change;
+                u.updated_at = now;
+            })
+            .is_some())
+    }
+
+    fn set_status(
+        &self,
+        id: crate::model::UserId,
+        status: UserStatus,
+        now: UnixTime,
+        _event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut users = lock(&self.users)?;
+        Ok(users
+            .values_mut()
+            .find(|u| u.id == id)
             .map(|u| {
                 u.status = status;
                 u.updated_at = now;
             })
             .is_some())
+    }
+
+    fn delete_user(
+        &self,
+        id: crate::model::UserId,
+        _now: UnixTime,
+        _event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut users = lock(&self.users)?;
+        let before = users.len();
+        users.retain(|_, u| u.id != id);
+        Ok(users.len() < before)
     }
 }
 
@@ -199,6 +287,7 @@ impl ClientStore for MemoryStore {
         &self,
         client: &Client,
         secret: Option<&ClientSecretRecord>,
+        _event: Option<&AuditEvent>,
     ) -> Result<(), StoreError> {
         let mut clients = lock(&self.clients)?;
         if clients.values().any(|(c, _)| c.name == client.name) {
@@ -223,11 +312,19 @@ impl ClientStore for MemoryStore {
         &self,
         after: Option<&ClientId>,
         limit: u32,
+        filter: Option<&str>,
     ) -> Result<Vec<Client>, StoreError> {
         let clients = lock(&self.clients)?;
         Ok(clients
             .values()
             .filter(|(c, _)| after.is_none_or(|a| c.id.as_str() > a.as_str()))
+            .filter(|(c, _)| {
+                filter.is_none_or(|f| {
+                    let f = f.to_ascii_lowercase();
+                    c.id.as_str().to_ascii_lowercase().contains(&f)
+                        || c.name.as_str().to_ascii_lowercase().contains(&f)
+                })
+            })
             .take(limit as usize)
             .map(|e| e.0.clone())
             .collect())
@@ -295,7 +392,20 @@ impl ClientStore for MemoryStore {
             .collect())
     }
 
-    fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError> {
+    fn update_client(&self, client: &Client, _event: &AuditEvent) -> Result<bool, StoreError> {
+        let mut clients = lock(&self.clients)?;
+        Ok(clients
+            .get_mut(client.id.as_str())
+            .map(|e| e.0 = client.clone())
+            .is_some())
+    }
+
+    fn delete_client(
+        &self,
+        id: &ClientId,
+        _now: UnixTime,
+        _event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
         let mut clients = lock(&self.clients)?;
         Ok(clients.remove(id.as_str()).is_some())
     }

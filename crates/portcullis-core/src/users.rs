@@ -33,12 +33,23 @@ pub fn new_user_id(rng: &dyn Random, clock: &dyn Clock) -> Result<UserId, Random
     Ok(UserId(random::uuid_v7(rng, clock)?))
 }
 
+/// The audit event type of a change to `status`.
+pub fn status_event(status: crate::model::UserStatus) -> &'static str {
+    match status {
+        crate::model::UserStatus::Active => "user.enabled",
+        crate::model::UserStatus::Disabled => "user.disabled",
+    }
+}
+
+/// Creates a user; `event`, when given, makes the audit record of it, written in the same
+/// transaction.
 pub fn create_user(
     store: &dyn UserStore,
     hasher: &PasswordHasher,
     rng: &dyn Random,
     clock: &dyn Clock,
     registration: UserRegistration<'_>,
+    event: Option<&dyn Fn(&NewUser) -> crate::audit::AuditEvent>,
 ) -> Result<User, CreateUserError> {
     let new = NewUser {
         id: new_user_id(rng, clock)?,
@@ -49,7 +60,10 @@ pub fn create_user(
         password_change_required: registration.password_change_required,
         created_at: clock.now(),
     };
-    store.create_user(&new, &registration.roles)?;
+    match event {
+        Some(event) => store.create_user_recorded(&new, &registration.roles, &event(&new))?,
+        None => store.create_user(&new, &registration.roles)?,
+    }
     store
         .find_user_by_username(&registration.username)?
         .ok_or_else(|| {
@@ -83,6 +97,7 @@ mod tests {
                 roles: vec![],
                 password_change_required: false,
             },
+            None,
         )
         .unwrap();
         assert_eq!(user.username.as_str(), "alice");

@@ -13,9 +13,11 @@ use portcullis_core::secret::TokenHash;
 use portcullis_core::store::{ClientStore, StoreError};
 
 use crate::DieselStore;
+use crate::audit;
 use crate::db::{DbConnection, write_tx};
 use crate::error::{TxError, conflict, corrupt, from_diesel, json_list, parse_list};
 use crate::schema::{client_secrets, clients};
+use crate::users::{contains_pattern, lower};
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = clients)]
@@ -116,6 +118,7 @@ impl ClientStore for DieselStore {
         &self,
         client: &Client,
         secret: Option<&ClientSecretRecord>,
+        event: Option<&AuditEvent>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
@@ -125,6 +128,9 @@ impl ClientStore for DieselStore {
                 .map_err(conflict(format!("a client named {}", client.name)))?;
             if let Some(secret) = secret {
                 insert_secret(conn, &client.id, secret)?;
+            }
+            if let Some(event) = event {
+                audit::append(conn, std::slice::from_ref(event), client.created_at)?;
             }
             Ok(())
         })
@@ -147,6 +153,7 @@ impl ClientStore for DieselStore {
         &self,
         after: Option<&ClientId>,
         limit: u32,
+        filter: Option<&str>,
     ) -> Result<Vec<Client>, StoreError> {
         let mut conn = self.conn()?;
         let mut query = clients::table
@@ -156,6 +163,15 @@ impl ClientStore for DieselStore {
             .into_boxed();
         if let Some(after) = after {
             query = query.filter(clients::id.gt(after.as_str()));
+        }
+        if let Some(filter) = filter {
+            let pattern = contains_pattern(filter);
+            query = query.filter(
+                lower(clients::id)
+                    .like(pattern.clone())
+                    .escape('\\')
+                    .or(lower(clients::name).like(pattern).escape('\\')),
+            );
         }
         query
             .load(&mut conn)
@@ -288,12 +304,51 @@ impl ClientStore for DieselStore {
             .collect()
     }
 
-    fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError> {
+    fn update_client(&self, c: &Client, event: &AuditEvent) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
-        let deleted = diesel::delete(clients::table.find(id.as_str()))
-            .execute(&mut conn)
-            .map_err(from_diesel)?;
-        Ok(deleted > 0)
+        let row = ClientRow::from(c);
+        write_tx(&mut conn, |conn| {
+            let changed = diesel::update(clients::table.find(&row.id))
+                .set((
+                    clients::name.eq(&row.name),
+                    clients::redirect_uris.eq(&row.redirect_uris),
+                    clients::post_logout_redirect_uris.eq(&row.post_logout_redirect_uris),
+                    clients::grant_types.eq(&row.grant_types),
+                    clients::allowed_scopes.eq(&row.allowed_scopes),
+                    clients::first_party.eq(row.first_party),
+                    clients::require_pkce.eq(row.require_pkce),
+                    clients::access_token_ttl.eq(row.access_token_ttl),
+                    clients::id_token_ttl.eq(row.id_token_ttl),
+                    clients::refresh_token_ttl.eq(row.refresh_token_ttl),
+                    clients::rate_limit_tier.eq(&row.rate_limit_tier),
+                    clients::roles_claim.eq(row.roles_claim),
+                    clients::updated_at.eq(row.updated_at),
+                ))
+                .execute(conn)
+                .map_err(conflict(format!("a client named {}", c.name)))?;
+            if changed > 0 {
+                audit::append(conn, std::slice::from_ref(event), c.updated_at)?;
+            }
+            Ok::<_, TxError>(changed > 0)
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn delete_client(
+        &self,
+        id: &ClientId,
+        now: UnixTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            let deleted = diesel::delete(clients::table.find(id.as_str())).execute(conn)?;
+            if deleted > 0 {
+                audit::append(conn, std::slice::from_ref(event), now)?;
+            }
+            Ok::<_, TxError>(deleted > 0)
+        })
+        .map_err(StoreError::from)
     }
 }
 

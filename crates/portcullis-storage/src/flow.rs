@@ -166,6 +166,64 @@ impl FlowStore for DieselStore {
             .map_err(from_diesel)
     }
 
+    fn sessions_of(&self, user: UserId, now: UnixTime) -> Result<Vec<Session>, StoreError> {
+        let mut conn = self.conn()?;
+        login_sessions::table
+            .filter(login_sessions::user_id.eq(user.to_string()))
+            .filter(login_sessions::stage.eq(SessionStage::SignedIn.as_str()))
+            .filter(login_sessions::expires_at.gt(now.as_secs()))
+            .filter(login_sessions::revoked_at.is_null())
+            .order((login_sessions::created_at.desc(), login_sessions::id.desc()))
+            .select(SessionRow::as_select())
+            .load(&mut conn)
+            .map_err(from_diesel)?
+            .into_iter()
+            .map(SessionRow::into_session)
+            .collect()
+    }
+
+    fn end_sessions(
+        &self,
+        user: UserId,
+        only: Option<&str>,
+        now: UnixTime,
+        event: &portcullis_core::audit::AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn()?;
+        let user = user.to_string();
+        write_tx(&mut conn, |conn| {
+            let mut ids = login_sessions::table
+                .filter(login_sessions::user_id.eq(&user))
+                .select(login_sessions::id)
+                .into_boxed();
+            if let Some(only) = only {
+                ids = ids.filter(login_sessions::id.eq(only));
+            }
+            let ids: Vec<String> = ids.load(conn)?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            // What was granted in a session ends with it: its refresh tokens, and so its
+            // access tokens.
+            diesel::update(
+                grants::table
+                    .filter(grants::session_id.eq_any(&ids))
+                    .filter(grants::revoked_at.is_null()),
+            )
+            .set((
+                grants::revoked_at.eq(now.as_secs()),
+                grants::revoke_reason.eq("session ended"),
+            ))
+            .execute(conn)?;
+            let ended =
+                diesel::delete(login_sessions::table.filter(login_sessions::id.eq_any(&ids)))
+                    .execute(conn)?;
+            crate::audit::append(conn, std::slice::from_ref(event), now)?;
+            Ok::<_, diesel::result::Error>(u64::try_from(ended).unwrap_or(0))
+        })
+        .map_err(from_diesel)
+    }
+
     fn consented_scope(
         &self,
         user: UserId,

@@ -2,12 +2,14 @@
 
 use diesel::prelude::*;
 use portcullis_core::UnixTime;
+use portcullis_core::audit::AuditEvent;
 use portcullis_core::domain::{DisplayName, Email, Username};
-use portcullis_core::model::{NewUser, RoleName, User, UserId, UserStatus};
+use portcullis_core::model::{NewUser, RoleName, User, UserId, UserProfile, UserStatus};
 use portcullis_core::password::PasswordHash;
 use portcullis_core::store::{StoreError, UserStore};
 
 use crate::DieselStore;
+use crate::audit;
 use crate::db::{DbConnection, XactLock, write_tx, xact_lock};
 use crate::error::{TxError, conflict, corrupt, from_diesel};
 use crate::schema::{grants, group_members, group_roles, login_sessions, roles, user_roles, users};
@@ -165,6 +167,51 @@ fn grant_roles(conn: &mut DbConnection, user: &NewUser, names: &[RoleName]) -> R
     Ok(())
 }
 
+/// Ends everything a user holds: every grant (and so every token) is revoked and every
+/// session deleted.
+fn end_everything(
+    conn: &mut DbConnection,
+    id: &str,
+    reason: &str,
+    now: UnixTime,
+) -> QueryResult<()> {
+    diesel::update(
+        grants::table
+            .filter(grants::user_id.eq(id))
+            .filter(grants::revoked_at.is_null()),
+    )
+    .set((
+        grants::revoked_at.eq(now.as_secs()),
+        grants::revoke_reason.eq(reason),
+    ))
+    .execute(conn)?;
+    diesel::delete(login_sessions::table.filter(login_sessions::user_id.eq(id))).execute(conn)?;
+    Ok(())
+}
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+diesel::define_sql_function!(
+    #[sql_name = "lower"]
+    fn lower_nullable(
+        x: diesel::sql_types::Nullable<diesel::sql_types::Text>,
+    ) -> diesel::sql_types::Nullable<diesel::sql_types::Text>
+);
+
+/// A `LIKE` pattern, with `\` as the escape, that matches text containing `needle` in any
+/// ASCII case (compared with `lower(column)`).
+pub(crate) fn contains_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.to_ascii_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 impl UserStore for DieselStore {
     fn create_user(&self, user: &NewUser, roles: &[RoleName]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
@@ -232,7 +279,12 @@ impl UserStore for DieselStore {
         Ok(with_roles(&mut conn, row.into_iter().collect())?.pop())
     }
 
-    fn list_users(&self, after: Option<&Username>, limit: u32) -> Result<Vec<User>, StoreError> {
+    fn list_users(
+        &self,
+        after: Option<&Username>,
+        limit: u32,
+        filter: Option<&str>,
+    ) -> Result<Vec<User>, StoreError> {
         let mut conn = self.conn()?;
         let mut query = users::table
             .select(UserRow::as_select())
@@ -242,45 +294,137 @@ impl UserStore for DieselStore {
         if let Some(after) = after {
             query = query.filter(users::username.gt(after.as_str()));
         }
+        if let Some(filter) = filter {
+            let pattern = contains_pattern(filter);
+            query = query.filter(
+                lower(users::username)
+                    .like(pattern.clone())
+                    .escape('\\')
+                    .or(lower_nullable(users::email)
+                        .like(pattern.clone())
+                        .escape('\\')
+                        .assume_not_null())
+                    .or(lower_nullable(users::display_name)
+                        .like(pattern)
+                        .escape('\\')
+                        .assume_not_null()),
+            );
+        }
         let rows = query.load(&mut conn).map_err(from_diesel)?;
         with_roles(&mut conn, rows)
     }
 
-    fn set_user_status(
+    fn update_profile(
         &self,
-        username: &Username,
-        status: UserStatus,
+        id: UserId,
+        profile: &UserProfile,
         now: UnixTime,
+        event: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
-            let changed =
-                diesel::update(users::table.filter(users::username.eq(username.as_str())))
-                    .set((
-                        users::status.eq(status.as_str()),
-                        users::updated_at.eq(now.as_secs()),
-                    ))
-                    .execute(conn)?;
-            if changed > 0 && status == UserStatus::Disabled {
-                // A disabled user keeps nothing: every grant (and so every token) and session ends.
-                let id: String = users::table
-                    .filter(users::username.eq(username.as_str()))
-                    .select(users::id)
-                    .first(conn)?;
-                diesel::update(
-                    grants::table
-                        .filter(grants::user_id.eq(&id))
-                        .filter(grants::revoked_at.is_null()),
-                )
+            let changed = diesel::update(users::table.find(id.to_string()))
                 .set((
-                    grants::revoked_at.eq(now.as_secs()),
-                    grants::revoke_reason.eq("user disabled"),
+                    users::username.eq(profile.username.as_str()),
+                    users::email.eq(profile.email.as_ref().map(Email::as_str)),
+                    users::display_name.eq(profile.display_name.as_ref().map(DisplayName::as_str)),
+                    users::updated_at.eq(now.as_secs()),
                 ))
-                .execute(conn)?;
-                diesel::delete(login_sessions::table.filter(login_sessions::user_id.eq(&id)))
-                    .execute(conn)?;
+                .execute(conn)
+                .map_err(conflict(format!("a user named {}", profile.username)))?;
+            if changed > 0 {
+                audit::append(conn, std::slice::from_ref(event), now)?;
             }
             Ok::<_, TxError>(changed > 0)
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn create_user_recorded(
+        &self,
+        user: &NewUser,
+        roles: &[RoleName],
+        event: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            insert_user(conn, user)?;
+            grant_roles(conn, user, roles)?;
+            audit::append(conn, std::slice::from_ref(event), user.created_at)?;
+            Ok::<_, TxError>(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn reset_password(
+        &self,
+        id: UserId,
+        hash: &PasswordHash,
+        must_change: bool,
+        now: UnixTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            let id = id.to_string();
+            let changed = diesel::update(users::table.find(&id))
+                .set((
+                    users::password_hash.eq(hash.as_str()),
+                    users::password_change_required.eq(must_change),
+                    users::updated_at.eq(now.as_secs()),
+                ))
+                .execute(conn)?;
+            if changed > 0 {
+                end_everything(conn, &id, "password reset", now)?;
+                audit::append(conn, std::slice::from_ref(event), now)?;
+            }
+            Ok::<_, TxError>(changed > 0)
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn set_status(
+        &self,
+        id: UserId,
+        status: UserStatus,
+        now: UnixTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            let id = id.to_string();
+            let changed = diesel::update(users::table.find(&id))
+                .set((
+                    users::status.eq(status.as_str()),
+                    users::updated_at.eq(now.as_secs()),
+                ))
+                .execute(conn)?;
+            if changed > 0 {
+                if status == UserStatus::Disabled {
+                    end_everything(conn, &id, "user disabled", now)?;
+                }
+                audit::append(conn, std::slice::from_ref(event), now)?;
+            }
+            Ok::<_, TxError>(changed > 0)
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn delete_user(
+        &self,
+        id: UserId,
+        now: UnixTime,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |conn| {
+            // Grants, sessions, consents, keys and memberships go with the user (ON DELETE
+            // CASCADE); a grant that is gone is revoked, so its access tokens are too.
+            let deleted = diesel::delete(users::table.find(id.to_string())).execute(conn)?;
+            if deleted > 0 {
+                audit::append(conn, std::slice::from_ref(event), now)?;
+            }
+            Ok::<_, TxError>(deleted > 0)
         })
         .map_err(StoreError::from)
     }

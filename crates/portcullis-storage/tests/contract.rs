@@ -9,7 +9,8 @@ use std::time::Duration;
 use diesel::prelude::*;
 use portcullis_core::UnixTime;
 use portcullis_core::domain::{
-    ClientAuthMethod, ClientId, ClientName, Email, GrantType, RedirectUri, ScopeSet, Username,
+    ClientAuthMethod, ClientId, ClientName, DisplayName, Email, GrantType, RedirectUri, ScopeSet,
+    Username,
 };
 use portcullis_core::model::{
     Client, ClientSecretRecord, NewUser, RoleName, TokenSettings, UserId, UserStatus,
@@ -132,7 +133,7 @@ fn duplicate_username_conflicts_and_writes_nothing(db: TestDatabase) {
         matches!(&err, StoreError::Conflict(m) if m == "a user named alice"),
         "{err:?}"
     );
-    assert_eq!(f.store.list_users(None, 10).unwrap().len(), 1);
+    assert_eq!(f.store.list_users(None, 10, None).unwrap().len(), 1);
 }
 
 fn unknown_role_rolls_back_the_user(db: TestDatabase) {
@@ -158,37 +159,47 @@ fn listing_users_pages_by_username(db: TestDatabase) {
     for name in ["carol", "alice", "dave", "bob"] {
         f.store.create_user(&new_user(name), &[]).unwrap();
     }
-    let first = f.store.list_users(None, 3).unwrap();
+    let first = f.store.list_users(None, 3, None).unwrap();
     let names: Vec<_> = first
         .iter()
         .map(|u| u.username.as_str().to_owned())
         .collect();
     assert_eq!(names, ["alice", "bob", "carol"]);
-    let rest = f.store.list_users(Some(&first[2].username), 3).unwrap();
+    let rest = f
+        .store
+        .list_users(Some(&first[2].username), 3, None)
+        .unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].username.as_str(), "dave");
 }
 
 fn disabling_a_user(db: TestDatabase) {
     let f = open(db);
-    f.store.create_user(&new_user("carol"), &[]).unwrap();
+    let new = new_user("carol");
+    f.store.create_user(&new, &[]).unwrap();
     let carol = Username::parse("carol").unwrap();
     assert!(
         f.store
-            .set_user_status(
-                &carol,
+            .set_status(
+                new.id,
                 UserStatus::Disabled,
-                UnixTime::from_secs(1_900_000_000)
+                UnixTime::from_secs(1_900_000_000),
+                &event("user.disabled"),
             )
             .unwrap()
     );
     let got = f.store.find_user_by_username(&carol).unwrap().unwrap();
     assert_eq!(got.status, UserStatus::Disabled);
     assert_eq!(got.updated_at.as_secs(), 1_900_000_000);
-    let nobody = Username::parse("nobody").unwrap();
+    let nobody = UserId(uuid::Uuid::now_v7());
     assert!(
         !f.store
-            .set_user_status(&nobody, UserStatus::Disabled, UnixTime::from_secs(0))
+            .set_status(
+                nobody,
+                UserStatus::Disabled,
+                UnixTime::from_secs(0),
+                &event("user.disabled")
+            )
             .unwrap()
     );
 }
@@ -212,7 +223,7 @@ fn initial_admin_is_created_once_even_when_racing(db: TestDatabase) {
         .filter(|c| *c)
         .count();
     assert_eq!(created, 1, "exactly one node creates the administrator");
-    let all = f.store.list_users(None, 10).unwrap();
+    let all = f.store.list_users(None, 10, None).unwrap();
     assert_eq!(all.len(), 1);
     assert!(all[0].is_admin());
     assert!(!f.store.create_initial_admin(&new_user("late")).unwrap());
@@ -221,14 +232,16 @@ fn initial_admin_is_created_once_even_when_racing(db: TestDatabase) {
 fn clients_round_trip(db: TestDatabase) {
     let f = open(db);
     let c = client("Example App");
-    f.store.create_client(&c, Some(&secret_for())).unwrap();
+    f.store
+        .create_client(&c, Some(&secret_for()), None)
+        .unwrap();
     assert_eq!(f.store.find_client(&c.id).unwrap().unwrap(), c);
     let public = Client {
         auth_method: ClientAuthMethod::None,
         first_party: false,
         ..client("Native App")
     };
-    f.store.create_client(&public, None).unwrap();
+    f.store.create_client(&public, None, None).unwrap();
     assert_eq!(f.store.find_client(&public.id).unwrap().unwrap(), public);
     assert!(
         f.store
@@ -248,11 +261,11 @@ fn clients_round_trip(db: TestDatabase) {
 fn duplicate_client_name_conflicts_and_writes_nothing(db: TestDatabase) {
     let f = open(db);
     f.store
-        .create_client(&client("Example App"), Some(&secret_for()))
+        .create_client(&client("Example App"), Some(&secret_for()), None)
         .unwrap();
     let err = f
         .store
-        .create_client(&client("Example App"), Some(&secret_for()))
+        .create_client(&client("Example App"), Some(&secret_for()), None)
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::Conflict(m) if m == "a client named Example App"),
@@ -276,20 +289,24 @@ fn listing_clients_pages_in_creation_order(db: TestDatabase) {
     let f = open(db);
     let made: Vec<_> = (0..5).map(|i| client(&format!("App {i}"))).collect();
     for c in &made {
-        f.store.create_client(c, None).unwrap();
+        f.store.create_client(c, None, None).unwrap();
     }
-    let page = f.store.list_clients(None, 2).unwrap();
+    let page = f.store.list_clients(None, 2, None).unwrap();
     assert_eq!(page, made[..2]);
-    let page = f.store.list_clients(Some(&made[1].id), 10).unwrap();
+    let page = f.store.list_clients(Some(&made[1].id), 10, None).unwrap();
     assert_eq!(page, made[2..]);
 }
 
 fn deleting_a_client_removes_its_secrets(db: TestDatabase) {
     let f = open(db);
     let c = client("Doomed");
-    f.store.create_client(&c, Some(&secret_for())).unwrap();
-    assert!(f.store.delete_client(&c.id).unwrap());
-    assert!(!f.store.delete_client(&c.id).unwrap());
+    f.store
+        .create_client(&c, Some(&secret_for()), None)
+        .unwrap();
+    let event = event("client.deleted");
+    let now = UnixTime::from_secs(5);
+    assert!(f.store.delete_client(&c.id, now, &event).unwrap());
+    assert!(!f.store.delete_client(&c.id, now, &event).unwrap());
     assert!(f.store.find_client(&c.id).unwrap().is_none());
     let mut conn = conn(&f);
     assert_eq!(
@@ -317,7 +334,7 @@ fn foreign_keys_are_enforced(db: TestDatabase) {
 fn corrupt_rows_are_reported_not_used(db: TestDatabase) {
     let f = open(db);
     let c = client("Tampered");
-    f.store.create_client(&c, None).unwrap();
+    f.store.create_client(&c, None, None).unwrap();
     diesel::update(clients::table.find(c.id.as_str()))
         .set(clients::redirect_uris.eq(r#"["javascript:alert(1)"]"#))
         .execute(&mut *conn(&f))
@@ -326,7 +343,7 @@ fn corrupt_rows_are_reported_not_used(db: TestDatabase) {
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     // And the list that holds it fails too, rather than skipping it silently.
     assert!(matches!(
-        f.store.list_clients(None, 10),
+        f.store.list_clients(None, 10, None),
         Err(StoreError::Corrupt(_))
     ));
     f.store.create_user(&new_user("eve"), &[]).unwrap();
@@ -535,8 +552,8 @@ fn longest_token_lifetime_spans_every_client(db: TestDatabase) {
     assert_eq!(f.store.longest_token_lifetime().unwrap(), None);
     let mut a = client("a");
     a.token_settings.id_token_ttl = Duration::from_secs(7200);
-    f.store.create_client(&a, None).unwrap();
-    f.store.create_client(&client("b"), None).unwrap();
+    f.store.create_client(&a, None, None).unwrap();
+    f.store.create_client(&client("b"), None, None).unwrap();
     assert_eq!(
         f.store.longest_token_lifetime().unwrap(),
         Some(Duration::from_secs(7200))
@@ -560,7 +577,9 @@ fn revoked_access_tokens(db: TestDatabase) {
 fn only_live_secrets_are_returned(db: TestDatabase) {
     let f = open(db);
     let c = client("Rotating");
-    f.store.create_client(&c, Some(&secret_for())).unwrap();
+    f.store
+        .create_client(&c, Some(&secret_for()), None)
+        .unwrap();
     let expiring = ClientSecretRecord {
         id: uuid::Uuid::now_v7(),
         hash: TokenHash::of("old"),
@@ -603,7 +622,7 @@ fn rotating_a_client_secret_keeps_at_most_two(db: TestDatabase) {
     );
     let c = client("Rotating twice");
     let first = secret_for();
-    f.store.create_client(&c, Some(&first)).unwrap();
+    f.store.create_client(&c, Some(&first), None).unwrap();
     let t = 1_800_000_000;
     let at = |secs: i64| UnixTime::from_secs(secs);
     let secret = |name: &str, created: i64| ClientSecretRecord {
@@ -679,6 +698,242 @@ fn rotating_a_client_secret_keeps_at_most_two(db: TestDatabase) {
     );
 }
 
+fn event(kind: &'static str) -> portcullis_core::audit::AuditEvent {
+    portcullis_core::audit::AuditEvent::new(kind, "test", "x", serde_json::json!({}))
+}
+
+fn recorded(f: &Fixture) -> Vec<String> {
+    audit_types(f).into_iter().map(|(_, t, _, _)| t).collect()
+}
+
+fn searching_users_ignores_case_and_escapes_wildcards(db: TestDatabase) {
+    let f = open(db);
+    let mut carol = new_user("carol");
+    carol.display_name = Some(DisplayName::parse("Carol 100% Smith").unwrap());
+    f.store.create_user(&carol, &[]).unwrap();
+    f.store.create_user(&new_user("dave_x"), &[]).unwrap();
+    f.store.create_user(&new_user("davex"), &[]).unwrap();
+    let names = |filter: &str| -> Vec<String> {
+        f.store
+            .list_users(None, 10, Some(filter))
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username.to_string())
+            .collect()
+    };
+    assert_eq!(names("SMITH"), ["carol"]);
+    assert_eq!(names("100%"), ["carol"]);
+    assert_eq!(names("%"), ["carol"]);
+    assert_eq!(names("e_x"), ["dave_x"]);
+    assert_eq!(names("davex@EXAMPLE"), ["davex"]);
+    assert_eq!(names("dave"), ["dave_x", "davex"]);
+    assert!(names("nobody").is_empty());
+}
+
+fn updating_a_profile_is_recorded_and_names_stay_unique(db: TestDatabase) {
+    let f = open(db);
+    let erin = new_user("erin");
+    f.store.create_user(&erin, &[]).unwrap();
+    f.store.create_user(&new_user("frank"), &[]).unwrap();
+    let now = UnixTime::from_secs(1_800_000_100);
+    let mut profile = f.store.find_user(erin.id).unwrap().unwrap().profile();
+    profile.username = Username::parse("frank").unwrap();
+    let err = f
+        .store
+        .update_profile(erin.id, &profile, now, &event("user.updated"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(recorded(&f).is_empty(), "a refused change records nothing");
+    profile.username = Username::parse("erin2").unwrap();
+    profile.email = None;
+    assert!(
+        f.store
+            .update_profile(erin.id, &profile, now, &event("user.updated"))
+            .unwrap()
+    );
+    let got = f.store.find_user(erin.id).unwrap().unwrap();
+    assert_eq!(got.profile(), profile);
+    assert_eq!(got.updated_at, now);
+    assert_eq!(recorded(&f), ["user.updated"]);
+    let nobody = UserId(uuid::Uuid::now_v7());
+    assert!(
+        !f.store
+            .update_profile(nobody, &profile, now, &event("user.updated"))
+            .unwrap()
+    );
+}
+
+fn sessions_are_listed_and_ended_with_their_grants(db: TestDatabase) {
+    use portcullis_core::flow::{CodeRecord, FlowStore, Grant, Session, SessionStage};
+    use portcullis_core::store::GrantStore;
+    let f = open(db);
+    let gina = new_user("gina");
+    f.store.create_user(&gina, &[]).unwrap();
+    let c = client("Sessions");
+    f.store.create_client(&c, None, None).unwrap();
+    let t0 = UnixTime::from_secs(1_800_000_000);
+    let session = |id: &str, stage, at: i64| Session {
+        id: id.into(),
+        token_hash: TokenHash::of(id),
+        user_id: Some(gina.id),
+        stage,
+        authenticated_at: Some(UnixTime::from_secs(at)),
+        amr: vec!["pwd".into()],
+        csrf_hash: TokenHash::of("csrf"),
+        created_at: UnixTime::from_secs(at),
+        expires_at: UnixTime::from_secs(at + 3600),
+    };
+    f.store
+        .create_session(&session("s1", SessionStage::SignedIn, 1_800_000_000))
+        .unwrap();
+    f.store
+        .create_session(&session("s2", SessionStage::SignedIn, 1_800_000_010))
+        .unwrap();
+    f.store
+        .create_session(&session("s3", SessionStage::SecondFactor, 1_800_000_020))
+        .unwrap();
+    let grant = Grant {
+        id: "g1".into(),
+        client_id: c.id.clone(),
+        user_id: gina.id,
+        session_id: Some("s1".into()),
+        scope: ScopeSet::parse("openid").unwrap(),
+        auth_time: t0,
+        amr: vec!["pwd".into()],
+        created_at: t0,
+        expires_at: UnixTime::from_secs(1_900_000_000),
+    };
+    let code = CodeRecord {
+        hash: TokenHash::of("code"),
+        grant_id: "g1".into(),
+        redirect_uri: "https://rp1.test/cb".into(),
+        nonce: None,
+        code_challenge: String::new(),
+        created_at: t0,
+        expires_at: UnixTime::from_secs(1_800_000_060),
+    };
+    f.store.create_grant_with_code(&grant, &code).unwrap();
+    let now = UnixTime::from_secs(1_800_000_030);
+    let ids: Vec<String> = f
+        .store
+        .sessions_of(gina.id, now)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, ["s2", "s1"], "signed-in sessions, newest first");
+    assert!(
+        f.store
+            .sessions_of(gina.id, UnixTime::from_secs(1_800_003_700))
+            .unwrap()
+            .is_empty(),
+        "expired sessions are not listed"
+    );
+    assert_eq!(
+        f.store
+            .end_sessions(gina.id, Some("nope"), now, &event("x"))
+            .unwrap(),
+        0
+    );
+    assert!(recorded(&f).is_empty());
+    assert_eq!(
+        f.store
+            .end_sessions(gina.id, Some("s1"), now, &event("session.revoked"))
+            .unwrap(),
+        1
+    );
+    assert!(f.store.is_grant_revoked("g1").unwrap());
+    assert_eq!(f.store.sessions_of(gina.id, now).unwrap().len(), 1);
+    assert_eq!(
+        f.store
+            .end_sessions(gina.id, None, now, &event("session.revoked"))
+            .unwrap(),
+        2,
+        "every session, signed in or half-way"
+    );
+    assert!(f.store.sessions_of(gina.id, now).unwrap().is_empty());
+    assert_eq!(recorded(&f), ["session.revoked", "session.revoked"]);
+}
+
+fn deleting_a_user_removes_what_they_hold(db: TestDatabase) {
+    let f = open(db);
+    let hank = new_user("hank");
+    f.store.create_user(&hank, &[RoleName::admin()]).unwrap();
+    let now = UnixTime::from_secs(1_800_000_100);
+    assert!(
+        f.store
+            .delete_user(hank.id, now, &event("user.deleted"))
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .delete_user(hank.id, now, &event("user.deleted"))
+            .unwrap()
+    );
+    assert!(f.store.find_user(hank.id).unwrap().is_none());
+    let links: i64 = user_roles::table
+        .count()
+        .get_result(&mut *conn(&f))
+        .unwrap();
+    assert_eq!(links, 0);
+    assert_eq!(recorded(&f), ["user.deleted"]);
+}
+
+fn resetting_a_password_ends_sessions_and_requires_a_change(db: TestDatabase) {
+    let f = open(db);
+    let ivy = new_user("ivy");
+    f.store.create_user(&ivy, &[]).unwrap();
+    let now = UnixTime::from_secs(1_800_000_100);
+    let hash = PasswordHash::from_stored("$2b$04$another.hash".into());
+    assert!(
+        f.store
+            .reset_password(ivy.id, &hash, true, now, &event("user.password_reset"))
+            .unwrap()
+    );
+    let got = f.store.find_user(ivy.id).unwrap().unwrap();
+    assert_eq!(got.password_hash, Some(hash));
+    assert!(got.password_change_required);
+    assert!(
+        f.store
+            .set_status(ivy.id, UserStatus::Disabled, now, &event("user.disabled"))
+            .unwrap()
+    );
+    assert_eq!(
+        f.store.find_user(ivy.id).unwrap().unwrap().status,
+        UserStatus::Disabled
+    );
+    assert_eq!(recorded(&f), ["user.password_reset", "user.disabled"]);
+}
+
+fn updating_and_filtering_clients(db: TestDatabase) {
+    let f = open(db);
+    let mut c = client("Billing Portal");
+    f.store
+        .create_client(&c, None, Some(&event("client.created")))
+        .unwrap();
+    f.store.create_client(&client("Other"), None, None).unwrap();
+    let found = f.store.list_clients(None, 10, Some("billing")).unwrap();
+    assert_eq!(found, [c.clone()]);
+    let by_id = f
+        .store
+        .list_clients(None, 10, Some(&c.id.as_str()[24..].to_uppercase()))
+        .unwrap();
+    assert_eq!(by_id.len(), 1);
+    c.name = ClientName::parse("Other").unwrap();
+    let err = f
+        .store
+        .update_client(&c, &event("client.updated"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    c.name = ClientName::parse("Billing").unwrap();
+    c.redirect_uris = vec![RedirectUri::parse("https://billing.test/cb").unwrap()];
+    c.roles_claim = true;
+    c.updated_at = UnixTime::from_secs(1_800_000_500);
+    assert!(f.store.update_client(&c, &event("client.updated")).unwrap());
+    assert_eq!(f.store.find_client(&c.id).unwrap().unwrap(), c);
+    assert_eq!(recorded(&f), ["client.created", "client.updated"]);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -716,6 +971,12 @@ contract!(
     revoked_access_tokens,
     only_live_secrets_are_returned,
     rotating_a_client_secret_keeps_at_most_two,
+    searching_users_ignores_case_and_escapes_wildcards,
+    updating_a_profile_is_recorded_and_names_stay_unique,
+    sessions_are_listed_and_ended_with_their_grants,
+    deleting_a_user_removes_what_they_hold,
+    resetting_a_password_ends_sessions_and_requires_a_change,
+    updating_and_filtering_clients,
 );
 
 #[test]

@@ -13,7 +13,7 @@ use portcullis_core::domain::{
 };
 use portcullis_core::key_lifecycle::{Actor, KeyChanges};
 use portcullis_core::keys::{KeySet, SigningAlg, StoredKey};
-use portcullis_core::model::{Client, RoleName, TokenSettings, User, UserStatus};
+use portcullis_core::model::{Client, NewUser, RoleName, TokenSettings, User, UserStatus};
 use portcullis_core::password::{Password, PasswordHasher};
 use portcullis_core::users::{UserRegistration, create_user};
 use portcullis_core::{Clock, OsRandom, SystemClock, UnixTime};
@@ -55,7 +55,9 @@ pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::List(args) => {
             let stores = startup::open_stores(config)?;
             let users = all_pages(|after: Option<&User>| {
-                stores.users.list_users(after.map(|u| &u.username), PAGE)
+                stores
+                    .users
+                    .list_users(after.map(|u| &u.username), PAGE, None)
             })?;
             if args.json {
                 return print_json(&Value::Array(users.iter().map(user_json).collect()));
@@ -139,16 +141,15 @@ fn user_create(config: &Config, args: UserCreate) -> anyhow::Result<()> {
             roles,
             password_change_required: args.require_password_change,
         },
-    )?;
-    record_cli(
-        &stores,
-        "user.created",
-        format!("user:{}", user.id),
-        json!({
-            "username": user.username.as_str(),
-            "roles": user.roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+        Some(&|new: &NewUser| {
+            portcullis_core::audit::AuditEvent::new(
+                "user.created",
+                "cli",
+                format!("user:{}", new.id),
+                json!({ "username": new.username.as_str(), "roles": &args.roles }),
+            )
         }),
-    );
+    )?;
     if args.json {
         let mut out = user_json(&user);
         if generated {
@@ -199,22 +200,21 @@ fn read_password(args: &UserCreate) -> anyhow::Result<(Password, bool)> {
 fn set_status(config: &Config, raw: &str, status: UserStatus) -> anyhow::Result<()> {
     let username = Username::parse(raw).context("username")?;
     let stores = startup::open_stores(config)?;
+    let user = stores
+        .users
+        .find_user_by_username(&username)?
+        .ok_or_else(|| anyhow!("there is no user named {username}"))?;
+    let event = portcullis_core::audit::AuditEvent::new(
+        portcullis_core::users::status_event(status),
+        "cli",
+        format!("user:{}", user.id),
+        json!({ "username": username.as_str() }),
+    );
     if !stores
         .users
-        .set_user_status(&username, status, SystemClock.now())?
+        .set_status(user.id, status, SystemClock.now(), &event)?
     {
         bail!("there is no user named {username}");
-    }
-    if let Some(user) = stores.users.find_user_by_username(&username)? {
-        record_cli(
-            &stores,
-            match status {
-                UserStatus::Active => "user.enabled",
-                UserStatus::Disabled => "user.disabled",
-            },
-            format!("user:{}", user.id),
-            json!({ "username": username.as_str() }),
-        );
     }
     println!("User {username} is now {}.", status.as_str());
     Ok(())
@@ -226,10 +226,17 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::List(args) => {
             let stores = startup::open_stores(config)?;
             let clients = all_pages(|after: Option<&Client>| {
-                stores.clients.list_clients(after.map(|c| &c.id), PAGE)
+                stores
+                    .clients
+                    .list_clients(after.map(|c| &c.id), PAGE, None)
             })?;
             if args.json {
-                return print_json(&Value::Array(clients.iter().map(client_json).collect()));
+                return print_json(&Value::Array(
+                    clients
+                        .iter()
+                        .map(crate::client_metadata::client_json)
+                        .collect(),
+                ));
             }
             let rows = clients
                 .iter()
@@ -263,7 +270,7 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
                 })
             };
             if args.json {
-                let mut out = client_json(&client);
+                let mut out = crate::client_metadata::client_json(&client);
                 out["secrets"] = secrets.iter().map(secret_json).collect();
                 return print_json(&out);
             }
@@ -283,10 +290,19 @@ pub fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Delete(args) => {
             let id = ClientId::parse(&args.client_id).context("client_id")?;
             let stores = startup::open_stores(config)?;
-            if !stores.clients.delete_client(&id)? {
+            let event = portcullis_core::audit::AuditEvent::new(
+                "client.deleted",
+                "cli",
+                format!("client:{id}"),
+                json!({}),
+            )
+            .for_client(id.as_str());
+            if !stores
+                .clients
+                .delete_client(&id, SystemClock.now(), &event)?
+            {
                 bail!("there is no client {id}");
             }
-            record_cli(&stores, "client.deleted", format!("client:{id}"), json!({}));
             println!("Deleted client {id}.");
             Ok(())
         }
@@ -536,7 +552,7 @@ fn report_key_changes(changes: &KeyChanges, json: bool, config: &Config) -> anyh
     Ok(())
 }
 
-fn key_json(k: &StoredKey) -> Value {
+pub(crate) fn key_json(k: &StoredKey) -> Value {
     let at = |t: Option<UnixTime>| t.map(rfc3339);
     json!({
         "kid": k.kid,
@@ -619,20 +635,18 @@ fn client_create(config: &Config, args: ClientCreate) -> anyhow::Result<()> {
         &OsRandom,
         &SystemClock,
         registration,
-    )?;
-    record_cli(
-        &stores,
-        "client.created",
-        format!("client:{}", made.client.id),
-        json!({
-            "name": made.client.name.as_str(),
-            "grant_types": made.client.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-            "redirect_uris": made.client.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
-            "scopes": made.client.allowed_scopes.to_string(),
+        Some(&|c: &Client| {
+            portcullis_core::audit::AuditEvent::new(
+                "client.created",
+                "cli",
+                format!("client:{}", c.id),
+                portcullis_core::clients::summary(c),
+            )
+            .for_client(c.id.as_str())
         }),
-    );
+    )?;
     if args.json {
-        let mut out = client_json(&made.client);
+        let mut out = crate::client_metadata::client_json(&made.client);
         if let Some(secret) = &made.secret {
             out["client_secret"] = Value::String(secret.reveal().to_owned());
         }
@@ -693,20 +707,6 @@ fn all_pages<T>(
     }
 }
 
-/// Records an operator's change made from the command line. A failure to record is reported
-/// but does not undo the change, which is done.
-fn record_cli(
-    stores: &portcullis_storage::Stores,
-    event_type: &'static str,
-    subject: String,
-    details: Value,
-) {
-    let event = portcullis_core::audit::AuditEvent::new(event_type, "cli", subject, details);
-    if let Err(e) = stores.audit.record(&[event], SystemClock.now()) {
-        eprintln!("warning: the change is made but could not be written to the audit trail: {e}");
-    }
-}
-
 pub(crate) fn rfc3339(t: UnixTime) -> String {
     time::OffsetDateTime::from_unix_timestamp(t.as_secs())
         .ok()
@@ -729,28 +729,6 @@ fn user_json(u: &User) -> Value {
         "password_change_required": u.password_change_required,
         "created_at": rfc3339(u.created_at),
         "updated_at": rfc3339(u.updated_at),
-    })
-}
-
-/// RFC 7591 field names, so the output reads like a registration response.
-fn client_json(c: &Client) -> Value {
-    json!({
-        "client_id": c.id.as_str(),
-        "client_name": c.name.as_str(),
-        "redirect_uris": c.redirect_uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>(),
-        "post_logout_redirect_uris": c.post_logout_redirect_uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>(),
-        "grant_types": c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-        "token_endpoint_auth_method": c.auth_method.as_str(),
-        "scope": c.allowed_scopes.to_string(),
-        "first_party": c.first_party,
-        "require_pkce": c.require_pkce,
-        "rate_limit_tier": c.rate_limit_tier.as_ref().map(|t| t.as_str()),
-        "roles_claim": c.roles_claim,
-        "access_token_ttl": c.token_settings.access_token_ttl.as_secs(),
-        "id_token_ttl": c.token_settings.id_token_ttl.as_secs(),
-        "refresh_token_ttl": c.token_settings.refresh_token_ttl.as_secs(),
-        "created_at": rfc3339(c.created_at),
-        "updated_at": rfc3339(c.updated_at),
     })
 }
 

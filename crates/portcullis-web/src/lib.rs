@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod client_ip;
+pub mod client_metadata;
 pub mod commands;
 pub mod errors;
 pub mod key_maintenance;

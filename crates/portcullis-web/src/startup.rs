@@ -148,6 +148,7 @@ impl Application {
             grants: stores.grants.clone(),
             flow: stores.flow.clone(),
             keys: maintenance.keys.clone(),
+            key_maintenance: maintenance.clone(),
             jwks_cache_control: HeaderValue::from_str(&format!(
                 "public, max-age={}",
                 config.jwks_max_age.as_secs()

@@ -22,6 +22,8 @@ pub struct AppState {
     pub flow: Arc<dyn portcullis_core::flow::FlowStore>,
     /// The signing keys, reloaded by the key schedule.
     pub keys: Arc<KeySet>,
+    /// The key schedule, for rotations an operator asks for.
+    pub key_maintenance: crate::key_maintenance::KeyMaintenance,
     /// `Cache-Control` of the JWKS: `keys.jwks_max_age`.
     pub jwks_cache_control: actix_web::http::header::HeaderValue,
     /// The RFC 8414 document, serialised at start-up.

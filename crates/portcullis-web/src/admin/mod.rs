@@ -7,9 +7,12 @@
 //! is written to the audit trail in the transaction that makes it.
 
 mod audit_log;
+pub mod clients;
 mod consents;
 pub mod keys;
 mod rbac;
+pub mod signing_keys;
+pub mod users;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -35,6 +38,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope(API)
             .service(web::resource("/me").get(me))
             .configure(rbac::configure)
+            .configure(users::configure)
+            .configure(clients::configure)
+            .configure(signing_keys::configure)
             .configure(keys::configure)
             .configure(consents::configure)
             .configure(audit_log::configure),
@@ -48,7 +54,8 @@ pub struct ApiError {
     status: StatusCode,
     error: &'static str,
     description: String,
-    field: Option<&'static str>,
+    /// The fields that were wrong, each with what is wrong with it.
+    fields: Vec<(String, String)>,
     /// For a 401: whether a credential was presented (and was wrong).
     invalid_token: bool,
 }
@@ -59,7 +66,7 @@ impl ApiError {
             status,
             error,
             description: description.into(),
-            field: None,
+            fields: Vec::new(),
             invalid_token: false,
         }
     }
@@ -69,11 +76,28 @@ impl ApiError {
     }
 
     /// A field that did not parse, named.
-    pub fn field(field: &'static str, description: impl std::fmt::Display) -> Self {
-        Self {
-            field: Some(field),
-            ..Self::bad_request(format!("{field}: {description}"))
-        }
+    pub fn field(field: &str, description: impl std::fmt::Display) -> Self {
+        let mut errors = FieldErrors::default();
+        errors.add(field, description);
+        errors.into_error("invalid_request")
+    }
+
+    /// The OAuth error code (RFC 6749 §5.2, RFC 7591 §3.2.2).
+    pub fn code(&self) -> &'static str {
+        self.error
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Each wrong field with what is wrong with it.
+    pub fn fields(&self) -> &[(String, String)] {
+        &self.fields
     }
 
     pub fn not_found(what: impl std::fmt::Display) -> Self {
@@ -153,8 +177,14 @@ impl ResponseError for ApiError {
             "error": self.error,
             "error_description": self.description,
         });
-        if let Some(field) = self.field {
-            body["field"] = field.into();
+        if let Some((first, _)) = self.fields.first() {
+            body["field"] = first.as_str().into();
+            body["fields"] = self
+                .fields
+                .iter()
+                .map(|(f, m)| (f.clone(), serde_json::Value::from(m.as_str())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
         }
         let mut res = HttpResponse::build(self.status);
         res.insert_header((header::CACHE_CONTROL, "no-store"));
@@ -174,6 +204,47 @@ impl ResponseError for ApiError {
 }
 
 pub type ApiResult = Result<HttpResponse, ApiError>;
+
+/// What is wrong with a request's fields, collected so that one answer names them all.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<(String, String)>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: impl Into<String>, problem: impl std::fmt::Display) {
+        self.0.push((field.into(), problem.to_string()));
+    }
+
+    /// The value, or `None` with the problem noted against `field`.
+    pub fn take<T, E: std::fmt::Display>(
+        &mut self,
+        field: impl Into<String>,
+        parsed: Result<T, E>,
+    ) -> Option<T> {
+        parsed.map_err(|e| self.add(field, e)).ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn has(&self, field_prefix: &str) -> bool {
+        self.0.iter().any(|(f, _)| f.starts_with(field_prefix))
+    }
+
+    /// A 400 with `error` as its code and one message per field.
+    pub fn into_error(self, error: &'static str) -> ApiError {
+        let description = self
+            .0
+            .iter()
+            .map(|(f, m)| format!("{f}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError {
+            fields: self.0,
+            ..ApiError::new(StatusCode::BAD_REQUEST, error, description)
+        }
+    }
+}
 
 /// Runs blocking store work on the thread pool.
 pub async fn blocking<T: Send + 'static>(
@@ -429,7 +500,7 @@ pub fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<
         if path == "." || path.is_empty() {
             ApiError::bad_request(format!("the body is not valid: {}", e.inner()))
         } else {
-            ApiError::bad_request(format!("{path}: {}", e.inner()))
+            ApiError::field(&path, e.inner())
         }
     })?;
     de.end()

@@ -33,8 +33,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .put(add_member)
                 .delete(remove_member),
         )
-        .service(web::resource("/users").get(list_users))
-        .service(web::resource("/users/{id}").get(get_user))
+        .service(
+            web::resource("/users")
+                .get(list_users)
+                .post(super::users::create),
+        )
+        .service(
+            web::resource("/users/{id}")
+                .get(get_user)
+                .patch(super::users::update)
+                .delete(super::users::delete),
+        )
         .service(web::resource("/users/{id}/roles").put(set_user_roles))
         .service(web::resource("/service-accounts").post(create_service_account));
 }
@@ -399,6 +408,8 @@ async fn remove_member(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserPage {
+    /// Part of a username, e-mail address or display name.
+    filter: Option<String>,
     after: Option<String>,
     limit: Option<u32>,
 }
@@ -413,8 +424,17 @@ async fn list_users(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
         .map(Username::parse)
         .transpose()
         .map_err(|e| ApiError::field("after", e))?;
+    let filter = page.filter.filter(|f| !f.trim().is_empty());
+    if filter.as_ref().is_some_and(|f| f.len() > 200) {
+        return Err(ApiError::field("filter", "is at most 200 bytes"));
+    }
     let st = state.clone();
-    let users = blocking(move || Ok(st.users.list_users(after.as_ref(), limit)?)).await?;
+    let users = blocking(move || {
+        Ok(st
+            .users
+            .list_users(after.as_ref(), limit, filter.as_deref())?)
+    })
+    .await?;
     let next = (users.len() == limit as usize)
         .then(|| users.last().map(|u| u.username.as_str().to_owned()))
         .flatten();

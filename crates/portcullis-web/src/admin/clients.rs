@@ -1,0 +1,299 @@
+//! Clients through the admin API: created with a secret shown once, read without it, changed,
+//! deleted, their secret rotated, listed with a filter.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use portcullis_core::clients::{self, RegisterError, RotateSecretError};
+use portcullis_core::domain::ClientId;
+use portcullis_core::model::{Client, ClientSecretRecord};
+use portcullis_core::rbac::Permission;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    API, ApiError, ApiResult, Caller, blocking, created, for_method, json_body, limit, ok, query,
+    require, time,
+};
+use crate::client_metadata::{self, ClientMetadata, Registrar, client_json};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/clients").get(list).post(create))
+        .service(
+            web::resource("/clients/{id}")
+                .get(get)
+                .patch(update)
+                .delete(delete),
+        )
+        .service(web::resource("/clients/{id}/secret").post(rotate_secret));
+}
+
+/// `client:<id>`, as the audit trail names clients.
+pub fn client_subject(id: &ClientId) -> String {
+    format!("client:{id}")
+}
+
+fn client_id(raw: &str) -> Result<ClientId, ApiError> {
+    ClientId::parse(raw).map_err(|_| ApiError::not_found(format!("client {raw:?}")))
+}
+
+fn find_client(state: &AppState, id: &ClientId) -> Result<Client, ApiError> {
+    state
+        .clients
+        .find_client(id)?
+        .ok_or_else(|| ApiError::not_found(format!("client {id}")))
+}
+
+/// A secret's facts, never the secret or its hash.
+fn secret_json(s: &ClientSecretRecord) -> serde_json::Value {
+    json!({
+        "id": s.id.hyphenated().to_string(),
+        "created_at": time(s.created_at),
+        "expires_at": s.expires_at.map(time),
+    })
+}
+
+/// Metadata refused with RFC 7591's error codes.
+pub fn metadata_error(errors: super::FieldErrors) -> ApiError {
+    let code = client_metadata::error_code(&errors);
+    errors.into_error(code)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientPage {
+    filter: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
+    require(&req, &state, for_method(&req)).await?;
+    let page: ClientPage = query(&req)?;
+    let limit = limit(page.limit)?;
+    let after = page
+        .after
+        .as_deref()
+        .map(|a| ClientId::parse(a).map_err(|e| ApiError::field("after", e)))
+        .transpose()?;
+    let filter = page.filter.filter(|f| !f.trim().is_empty());
+    if filter.as_ref().is_some_and(|f| f.len() > 200) {
+        return Err(ApiError::field("filter", "is at most 200 bytes"));
+    }
+    let st = state.clone();
+    let clients = blocking(move || {
+        Ok(st
+            .clients
+            .list_clients(after.as_ref(), limit, filter.as_deref())?)
+    })
+    .await?;
+    let next = (clients.len() == limit as usize)
+        .then(|| clients.last().map(|c| c.id.as_str().to_owned()))
+        .flatten();
+    Ok(ok(&json!({
+        "items": clients.iter().map(client_json).collect::<Vec<_>>(),
+        "next_after": next,
+    })))
+}
+
+/// A client and its secret, just made: the only answer that shows the secret.
+pub struct Made {
+    pub client: Client,
+    pub secret: Option<String>,
+}
+
+/// Registers a client from `metadata`, recorded as the caller's doing.
+pub fn register(
+    state: &AppState,
+    caller: &Caller,
+    metadata: ClientMetadata,
+    registrar: Registrar,
+) -> Result<Made, ApiError> {
+    let registration = metadata
+        .into_registration(None, registrar, &state.limits)
+        .map_err(metadata_error)?;
+    let event = |c: &Client| {
+        caller
+            .event("client.created", client_subject(&c.id), clients::summary(c))
+            .for_client(c.id.as_str())
+    };
+    let made = clients::register_client(
+        state.clients.as_ref(),
+        state.rng.as_ref(),
+        state.clock.as_ref(),
+        registration,
+        Some(&event),
+    )
+    .map_err(|e| match e {
+        RegisterError::Invalid(e) => ApiError::bad_request(e.to_string()),
+        RegisterError::Store(e) => e.into(),
+        RegisterError::Random(e) => ApiError::internal(e),
+    })?;
+    Ok(Made {
+        client: made.client,
+        secret: made.secret.map(|s| s.reveal().to_owned()),
+    })
+}
+
+async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
+    let caller = require(&req, &state, Permission::AdminWrite).await?;
+    let metadata: ClientMetadata = json_body(&req, &body)?;
+    let st = state.clone();
+    let made = blocking(move || register(&st, &caller, metadata, Registrar::Operator)).await?;
+    let mut body = client_json(&made.client);
+    if let Some(secret) = made.secret {
+        body["client_secret"] = secret.into();
+        body["client_secret_expires_at"] = 0.into();
+    }
+    Ok(created(&format!("{API}/clients/{}", made.client.id), &body))
+}
+
+async fn get(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
+    require(&req, &state, for_method(&req)).await?;
+    let id = client_id(&id)?;
+    let st = state.clone();
+    let body = blocking(move || {
+        let client = find_client(&st, &id)?;
+        let secrets = st.clients.client_secrets(&id, st.clock.now())?;
+        let mut body = client_json(&client);
+        body["secrets"] = secrets.iter().map(secret_json).collect();
+        Ok(body)
+    })
+    .await?;
+    Ok(ok(&body))
+}
+
+/// Applies `metadata` to the client, recorded as the caller's doing.
+pub fn change(
+    state: &AppState,
+    caller: &Caller,
+    id: &ClientId,
+    metadata: ClientMetadata,
+    registrar: Registrar,
+) -> Result<Client, ApiError> {
+    let before = find_client(state, id)?;
+    let registration = metadata
+        .into_registration(Some(&before), registrar, &state.limits)
+        .map_err(metadata_error)?;
+    let after = client_metadata::updated(&before, registration, state.clock.now());
+    let event = caller
+        .event(
+            "client.updated",
+            client_subject(id),
+            json!({
+                "before": clients::summary(&before),
+                "after": clients::summary(&after),
+            }),
+        )
+        .for_client(id.as_str());
+    if !state.clients.update_client(&after, &event)? {
+        return Err(ApiError::not_found(format!("client {id}")));
+    }
+    Ok(after)
+}
+
+async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
+    let caller = require(&req, &state, Permission::AdminWrite).await?;
+    let id = client_id(&id)?;
+    let metadata: ClientMetadata = json_body(&req, &body)?;
+    let st = state.clone();
+    let client = blocking(move || change(&st, &caller, &id, metadata, Registrar::Operator)).await?;
+    Ok(ok(&client_json(&client)))
+}
+
+/// Deletes the client with everything issued to it, recorded as the caller's doing.
+pub fn remove(state: &AppState, caller: &Caller, id: &ClientId) -> Result<(), ApiError> {
+    let event = caller
+        .event("client.deleted", client_subject(id), json!({}))
+        .for_client(id.as_str());
+    if !state.clients.delete_client(id, state.clock.now(), &event)? {
+        return Err(ApiError::not_found(format!("client {id}")));
+    }
+    Ok(())
+}
+
+async fn delete(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
+    let caller = require(&req, &state, Permission::AdminWrite).await?;
+    let id = client_id(&id)?;
+    let st = state.clone();
+    blocking(move || remove(&st, &caller, &id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotation {
+    /// How long the previous secret keeps working: 24 hours unless said.
+    overlap_seconds: Option<u64>,
+}
+
+/// The longest a previous secret may keep working after a rotation.
+const MAX_OVERLAP: u64 = 30 * 24 * 3600;
+
+/// Gives the client a new secret, recorded as the caller's doing: the new record and the
+/// secret itself, shown this once.
+pub fn rotate(
+    state: &AppState,
+    caller: &Caller,
+    id: &ClientId,
+    overlap: Duration,
+) -> Result<(ClientSecretRecord, String), ApiError> {
+    let (record, secret) = clients::rotate_secret(
+        state.clients.as_ref(),
+        state.rng.as_ref(),
+        state.clock.as_ref(),
+        id,
+        overlap,
+        &caller.actor(),
+    )
+    .map_err(|e| match e {
+        RotateSecretError::NoSuchClient(id) => ApiError::not_found(format!("client {id}")),
+        RotateSecretError::PublicClient(_) => ApiError::conflict(e.to_string()),
+        RotateSecretError::Store(e) => e.into(),
+        RotateSecretError::Random(e) => ApiError::internal(e),
+    })?;
+    Ok((record, secret.reveal().to_owned()))
+}
+
+async fn rotate_secret(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult {
+    let caller = require(&req, &state, Permission::AdminWrite).await?;
+    let id = client_id(&id)?;
+    let rotation: Rotation = if body.is_empty() {
+        Rotation::default()
+    } else {
+        json_body(&req, &body)?
+    };
+    let overlap = match rotation.overlap_seconds {
+        None => Duration::from_secs(24 * 3600),
+        Some(secs) if secs <= MAX_OVERLAP => Duration::from_secs(secs),
+        Some(_) => {
+            return Err(ApiError::field(
+                "overlap_seconds",
+                format!("is at most {MAX_OVERLAP} (30 days)"),
+            ));
+        }
+    };
+    let st = state.clone();
+    let (record, secret) = blocking(move || {
+        let made = rotate(&st, &caller, &id, overlap)?;
+        Ok(made)
+    })
+    .await?;
+    let previous_until = time(state.clock.now().plus(overlap));
+    Ok(ok(&json!({
+        "client_secret": secret,
+        "secret": secret_json(&record),
+        "previous_secret_valid_until": previous_until,
+    })))
+}
