@@ -11,6 +11,7 @@
 
 mod admin;
 mod admin_api;
+mod admin_ui;
 mod architecture;
 mod audit;
 mod catalogue;

@@ -28,12 +28,12 @@ fn base32_decode(text: &str) -> Vec<u8> {
     out
 }
 
-fn now() -> UnixTime {
+pub(crate) fn now() -> UnixTime {
     portcullis_core::Clock::now(&portcullis_core::SystemClock)
 }
 
 /// A browser of its own (cookies), on `app`.
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
@@ -46,7 +46,7 @@ async fn text_of(b: &reqwest::Client, url: &str) -> String {
 }
 
 /// Signs in with the password; returns where the server sends the browser next.
-async fn password_step(app: &TestApp, b: &reqwest::Client, user: &str) -> String {
+pub(crate) async fn password_step(app: &TestApp, b: &reqwest::Client, user: &str) -> String {
     let page = b
         .get(app.url("/login?return_to=/account"))
         .send()
@@ -68,7 +68,7 @@ async fn password_step(app: &TestApp, b: &reqwest::Client, user: &str) -> String
     location(&res)
 }
 
-async fn code_step(app: &TestApp, b: &reqwest::Client, code: &str) -> reqwest::Response {
+pub(crate) async fn code_step(app: &TestApp, b: &reqwest::Client, code: &str) -> reqwest::Response {
     let page = b
         .get(app.url("/login/totp?return_to=/account"))
         .send()
@@ -88,7 +88,7 @@ async fn code_step(app: &TestApp, b: &reqwest::Client, code: &str) -> reqwest::R
 }
 
 /// Enrols `user` (signed in on `b`); returns the secret and the recovery codes.
-async fn enrol(app: &TestApp, b: &reqwest::Client) -> (TotpSecret, Vec<String>) {
+pub(crate) async fn enrol(app: &TestApp, b: &reqwest::Client) -> (TotpSecret, Vec<String>) {
     let page = b.get(app.url("/account/totp")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();

@@ -2,6 +2,7 @@
 //! the `portcullis` binary. `startup` composes everything; handlers see only core's traits.
 
 pub mod admin;
+pub mod admin_ui;
 pub mod audit;
 pub mod cli;
 pub mod client_ip;
@@ -14,7 +15,7 @@ pub mod pages;
 pub mod paths;
 pub mod rate_limit;
 pub mod request_id;
-mod routes;
+pub(crate) mod routes;
 pub mod session;
 pub mod settings;
 pub mod startup;

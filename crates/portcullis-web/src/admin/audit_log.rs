@@ -160,6 +160,23 @@ fn parse(f: Filters) -> Result<(AuditQuery, Format), ApiError> {
     ))
 }
 
+/// The audit query of a filter form's query string: empty fields are left out, and the
+/// page holds 50 records unless `limit` says otherwise.
+pub fn query_of_form(raw: &str) -> Result<AuditQuery, ApiError> {
+    let kept: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| (k.into_owned(), v.trim().to_owned()))
+        .collect();
+    let filters: Filters = web::Query::<Filters>::from_query(
+        &url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(kept)
+            .finish(),
+    )
+    .map(web::Query::into_inner)
+    .map_err(|e| ApiError::bad_request(format!("the filter is not valid: {e}")))?;
+    parse(filters).map(|(q, _)| q)
+}
+
 /// One page. The cursor of the next page is in `next_cursor` (JSON) or the `Audit-Next-Cursor`
 /// header (JSON lines); none when this is the last.
 async fn page(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {

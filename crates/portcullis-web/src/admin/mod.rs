@@ -6,11 +6,11 @@
 //! Credentials are never accepted in the URL, and method overrides are refused. Every change
 //! is written to the audit trail in the transaction that makes it.
 
-mod audit_log;
+pub mod audit_log;
 pub mod clients;
 mod consents;
 pub mod keys;
-mod rbac;
+pub mod rbac;
 pub mod signing_keys;
 pub mod users;
 

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    API, ApiError, ApiResult, blocking, created, find_user, for_method, json_body, limit, ok,
-    query, require, time, user_id, user_json, user_subject,
+    API, ApiError, ApiResult, Caller, blocking, created, find_user, for_method, json_body, limit,
+    ok, query, require, time, user_id, user_json, user_subject,
 };
 use crate::state::AppState;
 
@@ -130,26 +130,34 @@ struct NewRole {
 async fn create_role(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
     let caller = require(&req, &state, for_method(&req)).await?;
     let new: NewRole = json_body(&req, &body)?;
-    let name = role_name("name", &new.name)?;
-    let description = description(new.description.as_deref())?;
     let st = state.clone();
-    let role = blocking(move || {
-        let event = caller.event(
-            "role.created",
-            format!("role:{name}"),
-            json!({ "description": description.as_str() }),
-        );
-        st.roles
-            .create_role(&name, &description, st.clock.now(), &event)?;
-        st.roles
-            .find_role(&name)?
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a created role is missing")))
-    })
-    .await?;
+    let role =
+        blocking(move || make_role(&st, &caller, &new.name, new.description.as_deref())).await?;
     Ok(created(
         &format!("{API}/roles/{}", role.name),
         &role_json(&role),
     ))
+}
+
+/// Creates a role, recorded as the caller's doing.
+pub fn make_role(
+    st: &AppState,
+    caller: &Caller,
+    name: &str,
+    description_raw: Option<&str>,
+) -> Result<Role, ApiError> {
+    let name = role_name("name", name)?;
+    let description = description(description_raw)?;
+    let event = caller.event(
+        "role.created",
+        format!("role:{name}"),
+        json!({ "description": description.as_str() }),
+    );
+    st.roles
+        .create_role(&name, &description, st.clock.now(), &event)?;
+    st.roles
+        .find_role(&name)?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a created role is missing")))
 }
 
 #[derive(Deserialize)]
@@ -488,9 +496,20 @@ async fn set_user_roles(
     let caller = require(&req, &state, for_method(&req)).await?;
     let id = user_id(&id)?;
     let change: UserRoles = json_body(&req, &body)?;
-    let roles = role_names(&change.roles)?;
     let st = state.clone();
-    let user = blocking(move || {
+    let user = blocking(move || replace_user_roles(&st, &caller, id, &change.roles)).await?;
+    Ok(ok(&user_json(&user)))
+}
+
+/// Replaces a user's direct roles, recorded as the caller's doing.
+pub fn replace_user_roles(
+    st: &AppState,
+    caller: &Caller,
+    id: portcullis_core::model::UserId,
+    raw: &[String],
+) -> Result<portcullis_core::model::User, ApiError> {
+    let roles = role_names(raw)?;
+    {
         let before = st.roles.direct_roles(id)?;
         // An administrator cannot take the admin role from themselves: someone must be left
         // who can give it back.
@@ -516,10 +535,8 @@ async fn set_user_roles(
         {
             return Err(ApiError::not_found(format!("user {id}")));
         }
-        find_user(&st, id)
-    })
-    .await?;
-    Ok(ok(&user_json(&user)))
+        find_user(st, id)
+    }
 }
 
 #[derive(Deserialize)]

@@ -9,7 +9,7 @@ mod home;
 pub(crate) mod login;
 mod logout;
 mod oauth;
-mod second_factor;
+pub(crate) mod second_factor;
 mod userinfo;
 
 use actix_web::web;
@@ -86,6 +86,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .post(oauth::revoke),
         )
         .configure(crate::admin::configure)
+        .configure(crate::admin_ui::configure)
         .service(
             web::resource(paths::END_SESSION)
                 .get(logout::get)

@@ -131,24 +131,10 @@ pub async fn submit(
     let checked = web::block(move || -> anyhow::Result<Checked> {
         let now = st.clock.now();
         let (kind, accepted) = match TotpCode::parse(&typed) {
-            Some(code) => {
-                let Some((sealed, last_step)) = st.totp.totp(user.id)? else {
-                    return Ok(Checked::Expired);
-                };
-                let bytes = st
-                    .masters
-                    .open_value(&totp::sealing_context(user.id), &sealed)?;
-                let secret = TotpSecret::from_bytes(secrecy::ExposeSecret::expose_secret(&bytes))
-                    .ok_or_else(|| {
-                    anyhow::anyhow!("a stored TOTP secret has the wrong length")
-                })?;
-                let accepted = match secret.verify(&code, now, last_step) {
-                    // The store takes the step only if no one took it meanwhile.
-                    Some(step) => st.totp.use_totp_step(user.id, step)?,
-                    None => false,
-                };
-                ("totp", accepted)
-            }
+            Some(code) => match use_code(&st, user.id, &code)? {
+                None => return Ok(Checked::Expired),
+                Some(accepted) => ("totp", accepted),
+            },
             None => (
                 "recovery_code",
                 st.totp
@@ -219,4 +205,26 @@ pub async fn submit(
         }
         Checked::Expired => Ok(to_login()),
     }
+}
+
+/// Checks a code against the user's TOTP secret and uses up its step: `None` when the user
+/// has no second factor, `Some(false)` for a wrong or replayed code.
+pub(crate) fn use_code(
+    st: &AppState,
+    user: portcullis_core::model::UserId,
+    code: &TotpCode,
+) -> anyhow::Result<Option<bool>> {
+    let Some((sealed, last_step)) = st.totp.totp(user)? else {
+        return Ok(None);
+    };
+    let bytes = st
+        .masters
+        .open_value(&totp::sealing_context(user), &sealed)?;
+    let secret = TotpSecret::from_bytes(secrecy::ExposeSecret::expose_secret(&bytes))
+        .ok_or_else(|| anyhow::anyhow!("a stored TOTP secret has the wrong length"))?;
+    Ok(Some(match secret.verify(code, st.clock.now(), last_step) {
+        // The store takes the step only if no one took it meanwhile.
+        Some(step) => st.totp.use_totp_step(user, step)?,
+        None => false,
+    }))
 }
