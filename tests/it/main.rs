@@ -9,6 +9,7 @@
     reason = "tests"
 )]
 
+mod account;
 mod admin;
 mod admin_api;
 mod admin_ui;

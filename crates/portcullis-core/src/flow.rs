@@ -115,6 +115,16 @@ pub enum Redemption<T> {
     Invalid,
 }
 
+/// Which of a user's sessions to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sessions<'a> {
+    All,
+    /// The one with this id.
+    Only(&'a str),
+    /// Every one but this (the browser asking).
+    AllBut(&'a str),
+}
+
 pub trait FlowStore: Send + Sync {
     fn create_session(&self, session: &Session) -> Result<(), StoreError>;
     /// A live session (not expired) by its cookie token's hash.
@@ -128,12 +138,12 @@ pub trait FlowStore: Send + Sync {
     /// The user's signed-in sessions that have not expired at `now`, newest first.
     fn sessions_of(&self, user: UserId, now: UnixTime) -> Result<Vec<Session>, StoreError>;
 
-    /// Ends the user's sessions (only `only`, when given) and revokes the grants given in
-    /// them, with `event` in the audit trail, in one transaction. Returns how many ended.
+    /// Ends the user's sessions in `which` and revokes the grants given in them, with `event`
+    /// in the audit trail (when any ended), in one transaction. Returns how many ended.
     fn end_sessions(
         &self,
         user: UserId,
-        only: Option<&str>,
+        which: Sessions<'_>,
         now: UnixTime,
         event: &crate::audit::AuditEvent,
     ) -> Result<u64, StoreError>;

@@ -5,6 +5,7 @@ use portcullis_core::UnixTime;
 use portcullis_core::domain::{ClientId, ScopeSet};
 use portcullis_core::flow::{
     CodeRecord, Consent, FlowStore, Grant, Redemption, RefreshRecord, Session, SessionStage,
+    Sessions,
 };
 use portcullis_core::model::UserId;
 use portcullis_core::secret::TokenHash;
@@ -185,7 +186,7 @@ impl FlowStore for DieselStore {
     fn end_sessions(
         &self,
         user: UserId,
-        only: Option<&str>,
+        which: Sessions<'_>,
         now: UnixTime,
         event: &portcullis_core::audit::AuditEvent,
     ) -> Result<u64, StoreError> {
@@ -196,8 +197,10 @@ impl FlowStore for DieselStore {
                 .filter(login_sessions::user_id.eq(&user))
                 .select(login_sessions::id)
                 .into_boxed();
-            if let Some(only) = only {
-                ids = ids.filter(login_sessions::id.eq(only));
+            match which {
+                Sessions::All => {}
+                Sessions::Only(id) => ids = ids.filter(login_sessions::id.eq(id)),
+                Sessions::AllBut(id) => ids = ids.filter(login_sessions::id.ne(id)),
             }
             let ids: Vec<String> = ids.load(conn)?;
             if ids.is_empty() {

@@ -764,7 +764,7 @@ fn updating_a_profile_is_recorded_and_names_stay_unique(db: TestDatabase) {
 }
 
 fn sessions_are_listed_and_ended_with_their_grants(db: TestDatabase) {
-    use portcullis_core::flow::{CodeRecord, FlowStore, Grant, Session, SessionStage};
+    use portcullis_core::flow::{CodeRecord, FlowStore, Grant, Session, SessionStage, Sessions};
     use portcullis_core::store::GrantStore;
     let f = open(db);
     let gina = new_user("gina");
@@ -831,14 +831,19 @@ fn sessions_are_listed_and_ended_with_their_grants(db: TestDatabase) {
     );
     assert_eq!(
         f.store
-            .end_sessions(gina.id, Some("nope"), now, &event("x"))
+            .end_sessions(gina.id, Sessions::Only("nope"), now, &event("x"))
             .unwrap(),
         0
     );
     assert!(recorded(&f).is_empty());
     assert_eq!(
         f.store
-            .end_sessions(gina.id, Some("s1"), now, &event("session.revoked"))
+            .end_sessions(
+                gina.id,
+                Sessions::Only("s1"),
+                now,
+                &event("session.revoked")
+            )
             .unwrap(),
         1
     );
@@ -846,7 +851,7 @@ fn sessions_are_listed_and_ended_with_their_grants(db: TestDatabase) {
     assert_eq!(f.store.sessions_of(gina.id, now).unwrap().len(), 1);
     assert_eq!(
         f.store
-            .end_sessions(gina.id, None, now, &event("session.revoked"))
+            .end_sessions(gina.id, Sessions::All, now, &event("session.revoked"))
             .unwrap(),
         2,
         "every session, signed in or half-way"

@@ -74,6 +74,11 @@ pub struct AccountPage<'a> {
     pub csrf_token: &'a str,
     /// Applications the person has allowed: (client id, its name, the scopes).
     pub consents: Vec<(String, String, String)>,
+    /// Signed-in sessions: (id, signed in at, how, expires, whether it is this browser).
+    pub sessions: Vec<(String, String, String, String, bool)>,
+    pub notice: Option<&'static str>,
+    /// Whether the person has a password (a service account has none).
+    pub has_password: bool,
 }
 
 /// One key in the account page's list.

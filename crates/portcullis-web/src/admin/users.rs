@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use portcullis_core::domain::{DisplayName, Email, Username};
-use portcullis_core::flow::Session;
+use portcullis_core::flow::{Session, Sessions};
 use portcullis_core::model::{NewUser, RoleName, User, UserId, UserStatus};
 use portcullis_core::password::Password;
 use portcullis_core::rbac::Permission;
@@ -450,9 +450,10 @@ pub fn end_sessions(
         user_subject(id),
         json!({ "session": only.unwrap_or("all") }),
     );
+    let which = only.map_or(Sessions::All, Sessions::Only);
     Ok(state
         .flow
-        .end_sessions(id, only, state.clock.now(), &event)?)
+        .end_sessions(id, which, state.clock.now(), &event)?)
 }
 
 async fn end_all_sessions(

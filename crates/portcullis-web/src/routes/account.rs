@@ -47,7 +47,26 @@ pub async fn show(
     let st = state.clone();
     let id = user.id;
     let totp = user.totp_enabled;
-    let (left, consents) = web::block(move || -> anyhow::Result<_> {
+    let t = token.clone();
+    let (left, consents, sessions) = web::block(move || -> anyhow::Result<_> {
+        let current = session::signed_in(&st, &t)?.map(|s| s.id);
+        let sessions = st
+            .flow
+            .sessions_of(id, st.clock.now())?
+            .into_iter()
+            .map(|s| {
+                let this = current.as_deref() == Some(s.id.as_str());
+                (
+                    s.id,
+                    s.authenticated_at
+                        .map(crate::commands::rfc3339)
+                        .unwrap_or_default(),
+                    s.amr.join(" + "),
+                    crate::commands::rfc3339(s.expires_at),
+                    this,
+                )
+            })
+            .collect::<Vec<_>>();
         // The page counts recovery codes only when two-step verification is on.
         let left = if totp {
             st.totp.recovery_codes_left(id)?
@@ -62,9 +81,19 @@ pub async fn show(
                 .map_or_else(|| c.client_id.to_string(), |client| client.name.to_string());
             consents.push((c.client_id.to_string(), name, c.scope.to_string()));
         }
-        Ok((left, consents))
+        Ok((left, consents, sessions))
     })
     .await??;
+    let notice = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "done")
+        .and_then(|(_, v)| match v.as_ref() {
+            "password-changed" => {
+                Some("Your password is changed; your other sessions are signed out.")
+            }
+            "session-ended" => Some("That session is signed out."),
+            "sessions-ended" => Some("Your other sessions are signed out."),
+            _ => None,
+        });
     Ok(pages::render(
         StatusCode::OK,
         &AccountPage {
@@ -73,6 +102,9 @@ pub async fn show(
             recovery_left: left,
             csrf_token: &session::csrf_for(&token),
             consents,
+            sessions,
+            notice,
+            has_password: user.password_hash.is_some(),
         },
     ))
 }

@@ -22,7 +22,8 @@ use portcullis_core::audit::Outcome as AuditOutcome;
 pub fn safe_return_to(raw: Option<&str>) -> String {
     match raw {
         Some(r)
-            if (r == paths::ACCOUNT
+            if (is_page_of(r, paths::ACCOUNT)
+                || (is_page_of(r, paths::ADMIN) && !is_page_of(r, crate::admin::API))
                 || r.strip_prefix(paths::AUTHORIZE)
                     .is_some_and(|query| query.starts_with('?')))
                 && r.len() <= 8192
@@ -32,6 +33,13 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
         }
         _ => "/".to_owned(),
     }
+}
+
+/// Whether `path` is `section` or a page below it (`/admin`, `/admin/users?q=x`).
+fn is_page_of(path: &str, section: &str) -> bool {
+    path.strip_prefix(section)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+        && !path.contains("//")
 }
 
 pub(crate) const ACCOUNT_POLICY: &str = "login-account";
@@ -453,6 +461,22 @@ mod tests {
             assert_eq!(safe_return_to(Some(bad)), "/", "{bad:?}");
         }
         assert_eq!(safe_return_to(None), "/");
+        for page in [
+            "/account",
+            "/account/api-keys",
+            "/admin",
+            "/admin/users?q=x",
+        ] {
+            assert_eq!(safe_return_to(Some(page)), page);
+        }
+        for bad in [
+            "/admin/api/users",
+            "/administrator",
+            "/admin//evil.example",
+            "/accounts",
+        ] {
+            assert_eq!(safe_return_to(Some(bad)), "/", "{bad:?}");
+        }
         assert_eq!(
             safe_return_to(Some(&format!("{ok}{}", "a".repeat(9000)))),
             "/"

@@ -2,6 +2,7 @@
 
 mod account;
 mod account_keys;
+mod account_security;
 mod authorize;
 mod discovery;
 mod health;
@@ -48,6 +49,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .post(second_factor::submit),
         )
         .service(web::resource(paths::ACCOUNT).get(account::show))
+        .service(
+            web::resource("/account/password")
+                .get(account_security::show_password)
+                .post(account_security::change_password),
+        )
+        .service(
+            web::resource("/account/sessions/others/revoke").post(account_security::end_others),
+        )
+        .service(web::resource("/account/sessions/{id}/revoke").post(account_security::end_session))
         .service(
             web::resource(paths::ACCOUNT_TOTP)
                 .get(account::show_setup)
