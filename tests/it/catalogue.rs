@@ -92,6 +92,7 @@ async fn case_2_redirect_uri_near_misses_and_the_loopback_rule() {
             roles_claim: false,
         },
         None,
+        false,
     )
     .unwrap()
     .client
@@ -245,6 +246,7 @@ async fn setup(app: &TestApp) -> (String, String) {
             roles_claim: false,
         },
         None,
+        false,
     )
     .unwrap();
     (

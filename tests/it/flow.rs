@@ -1286,6 +1286,7 @@ async fn case_64_logout_returns_to_the_registered_uri_with_state() {
             roles_claim: false,
         },
         None,
+        false,
     )
     .unwrap();
     let rp = Rp {

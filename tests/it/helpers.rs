@@ -117,6 +117,7 @@ impl TestApp {
                 roles_claim: false,
             },
             None,
+            false,
         )
         .unwrap();
         (

@@ -24,6 +24,7 @@ mod helpers;
 mod keys;
 mod limits;
 mod oauth;
+mod registration;
 mod rotation;
 mod serve;
 mod tls;

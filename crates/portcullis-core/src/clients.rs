@@ -92,6 +92,8 @@ pub enum RegisterError {
 pub struct RegisteredClient {
     pub client: Client,
     pub secret: Option<PlainToken>,
+    /// For a client that registered itself: its registration access token (RFC 7592).
+    pub registration_token: Option<PlainToken>,
 }
 
 /// Registers a client; `event`, when given, makes the audit record of it, written in the same
@@ -102,6 +104,7 @@ pub fn register_client(
     clock: &dyn Clock,
     registration: ClientRegistration,
     event: Option<&dyn Fn(&Client) -> crate::audit::AuditEvent>,
+    self_registered: bool,
 ) -> Result<RegisteredClient, RegisterError> {
     registration.check()?;
     let now = clock.now();
@@ -139,8 +142,23 @@ pub fn register_client(
         None => None,
     };
     let event = event.map(|f| f(&client));
-    store.create_client(&client, record.as_ref(), event.as_ref())?;
-    Ok(RegisteredClient { client, secret })
+    // A client that registered itself manages its registration with a token of its own.
+    let registration_token = if self_registered {
+        Some(PlainToken::generate(rng)?)
+    } else {
+        None
+    };
+    store.create_client(
+        &client,
+        record.as_ref(),
+        event.as_ref(),
+        registration_token.as_ref().map(PlainToken::hash).as_ref(),
+    )?;
+    Ok(RegisteredClient {
+        client,
+        secret,
+        registration_token,
+    })
 }
 
 /// What the audit trail records of a client's settings.
@@ -239,7 +257,7 @@ mod tests {
     fn confidential_client_gets_a_secret_stored_only_as_its_hash() {
         let store = MemoryStore::default();
         let (rng, clock) = (SeededRandom::new(1), FixedClock::at(1_800_000_000));
-        let made = register_client(&store, &rng, &clock, registration(), None).unwrap();
+        let made = register_client(&store, &rng, &clock, registration(), None, false).unwrap();
         let secret = made.secret.unwrap();
         let stored = store.find_client(&made.client.id).unwrap().unwrap();
         assert_eq!(stored, made.client);
@@ -262,8 +280,15 @@ mod tests {
         let store = MemoryStore::default();
         let mut reg = registration();
         reg.auth_method = ClientAuthMethod::None;
-        let made =
-            register_client(&store, &SeededRandom::new(2), &FixedClock::at(0), reg, None).unwrap();
+        let made = register_client(
+            &store,
+            &SeededRandom::new(2),
+            &FixedClock::at(0),
+            reg,
+            None,
+            false,
+        )
+        .unwrap();
         assert!(made.secret.is_none());
         assert!(store.secrets_of(&made.client.id).is_empty());
     }
@@ -272,8 +297,8 @@ mod tests {
     fn duplicate_names_conflict() {
         let store = MemoryStore::default();
         let (rng, clock) = (SeededRandom::new(3), FixedClock::at(0));
-        register_client(&store, &rng, &clock, registration(), None).unwrap();
-        let err = register_client(&store, &rng, &clock, registration(), None).unwrap_err();
+        register_client(&store, &rng, &clock, registration(), None, false).unwrap();
+        let err = register_client(&store, &rng, &clock, registration(), None, false).unwrap_err();
         assert!(
             matches!(err, RegisterError::Store(StoreError::Conflict(_))),
             "{err:?}"

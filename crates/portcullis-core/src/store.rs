@@ -115,13 +115,19 @@ pub trait UserStore: Send + Sync {
 
 pub trait ClientStore: Send + Sync {
     /// Creates a client and, for a confidential one, its first secret, all or nothing.
-    /// `event`, when given, goes to the audit trail in the same transaction.
+    /// `event`, when given, goes to the audit trail in the same transaction;
+    /// `registration`, the hash of the registration access token of a client that registered
+    /// itself (RFC 7592), is kept with it.
     fn create_client(
         &self,
         client: &Client,
         secret: Option<&ClientSecretRecord>,
         event: Option<&AuditEvent>,
+        registration: Option<&TokenHash>,
     ) -> Result<(), StoreError>;
+
+    /// The hash of the client's registration access token, if it registered itself.
+    fn registration_token(&self, id: &ClientId) -> Result<Option<TokenHash>, StoreError>;
 
     fn find_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
 

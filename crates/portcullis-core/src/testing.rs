@@ -288,6 +288,7 @@ impl ClientStore for MemoryStore {
         client: &Client,
         secret: Option<&ClientSecretRecord>,
         _event: Option<&AuditEvent>,
+        _registration: Option<&crate::secret::TokenHash>,
     ) -> Result<(), StoreError> {
         let mut clients = lock(&self.clients)?;
         if clients.values().any(|(c, _)| c.name == client.name) {
@@ -390,6 +391,13 @@ impl ClientStore for MemoryStore {
             .into_iter()
             .filter(|s| s.expires_at.is_none_or(|e| e > now))
             .collect())
+    }
+
+    fn registration_token(
+        &self,
+        _id: &ClientId,
+    ) -> Result<Option<crate::secret::TokenHash>, StoreError> {
+        Ok(None)
     }
 
     fn update_client(&self, client: &Client, _event: &AuditEvent) -> Result<bool, StoreError> {

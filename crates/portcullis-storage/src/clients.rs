@@ -16,7 +16,7 @@ use crate::DieselStore;
 use crate::audit;
 use crate::db::{DbConnection, write_tx};
 use crate::error::{TxError, conflict, corrupt, from_diesel, json_list, parse_list};
-use crate::schema::{client_secrets, clients};
+use crate::schema::{client_registrations, client_secrets, clients};
 use crate::users::{contains_pattern, lower};
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -119,6 +119,7 @@ impl ClientStore for DieselStore {
         client: &Client,
         secret: Option<&ClientSecretRecord>,
         event: Option<&AuditEvent>,
+        registration: Option<&TokenHash>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
@@ -128,6 +129,14 @@ impl ClientStore for DieselStore {
                 .map_err(conflict(format!("a client named {}", client.name)))?;
             if let Some(secret) = secret {
                 insert_secret(conn, &client.id, secret)?;
+            }
+            if let Some(hash) = registration {
+                diesel::insert_into(client_registrations::table)
+                    .values((
+                        client_registrations::client_id.eq(client.id.as_str()),
+                        client_registrations::token_hash.eq(hash.as_str()),
+                    ))
+                    .execute(conn)?;
             }
             if let Some(event) = event {
                 audit::append(conn, std::slice::from_ref(event), client.created_at)?;
@@ -302,6 +311,17 @@ impl ClientStore for DieselStore {
                 })
             })
             .collect()
+    }
+
+    fn registration_token(&self, id: &ClientId) -> Result<Option<TokenHash>, StoreError> {
+        let mut conn = self.conn()?;
+        let hash: Option<String> = client_registrations::table
+            .find(id.as_str())
+            .select(client_registrations::token_hash)
+            .first(&mut conn)
+            .optional()
+            .map_err(from_diesel)?;
+        Ok(hash.map(TokenHash::from_stored))
     }
 
     fn update_client(&self, c: &Client, event: &AuditEvent) -> Result<bool, StoreError> {

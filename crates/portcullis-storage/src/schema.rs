@@ -70,6 +70,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    client_registrations (client_id) {
+        client_id -> Text,
+        token_hash -> Text,
+    }
+}
+
+diesel::table! {
     client_secrets (id) {
         id -> Text,
         client_id -> Text,
@@ -243,6 +250,7 @@ diesel::joinable!(user_recovery_codes -> users (user_id));
 diesel::joinable!(user_roles -> users (user_id));
 diesel::joinable!(user_roles -> roles (role_id));
 diesel::joinable!(client_secrets -> clients (client_id));
+diesel::joinable!(client_registrations -> clients (client_id));
 diesel::joinable!(login_sessions -> users (user_id));
 diesel::joinable!(consents -> users (user_id));
 diesel::joinable!(consents -> clients (client_id));
@@ -262,6 +270,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_roles,
     clients,
     client_secrets,
+    client_registrations,
     login_sessions,
     consents,
     grants,

@@ -233,7 +233,7 @@ fn clients_round_trip(db: TestDatabase) {
     let f = open(db);
     let c = client("Example App");
     f.store
-        .create_client(&c, Some(&secret_for()), None)
+        .create_client(&c, Some(&secret_for()), None, None)
         .unwrap();
     assert_eq!(f.store.find_client(&c.id).unwrap().unwrap(), c);
     let public = Client {
@@ -241,7 +241,7 @@ fn clients_round_trip(db: TestDatabase) {
         first_party: false,
         ..client("Native App")
     };
-    f.store.create_client(&public, None, None).unwrap();
+    f.store.create_client(&public, None, None, None).unwrap();
     assert_eq!(f.store.find_client(&public.id).unwrap().unwrap(), public);
     assert!(
         f.store
@@ -261,11 +261,11 @@ fn clients_round_trip(db: TestDatabase) {
 fn duplicate_client_name_conflicts_and_writes_nothing(db: TestDatabase) {
     let f = open(db);
     f.store
-        .create_client(&client("Example App"), Some(&secret_for()), None)
+        .create_client(&client("Example App"), Some(&secret_for()), None, None)
         .unwrap();
     let err = f
         .store
-        .create_client(&client("Example App"), Some(&secret_for()), None)
+        .create_client(&client("Example App"), Some(&secret_for()), None, None)
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::Conflict(m) if m == "a client named Example App"),
@@ -289,7 +289,7 @@ fn listing_clients_pages_in_creation_order(db: TestDatabase) {
     let f = open(db);
     let made: Vec<_> = (0..5).map(|i| client(&format!("App {i}"))).collect();
     for c in &made {
-        f.store.create_client(c, None, None).unwrap();
+        f.store.create_client(c, None, None, None).unwrap();
     }
     let page = f.store.list_clients(None, 2, None).unwrap();
     assert_eq!(page, made[..2]);
@@ -301,7 +301,7 @@ fn deleting_a_client_removes_its_secrets(db: TestDatabase) {
     let f = open(db);
     let c = client("Doomed");
     f.store
-        .create_client(&c, Some(&secret_for()), None)
+        .create_client(&c, Some(&secret_for()), None, None)
         .unwrap();
     let event = event("client.deleted");
     let now = UnixTime::from_secs(5);
@@ -334,7 +334,7 @@ fn foreign_keys_are_enforced(db: TestDatabase) {
 fn corrupt_rows_are_reported_not_used(db: TestDatabase) {
     let f = open(db);
     let c = client("Tampered");
-    f.store.create_client(&c, None, None).unwrap();
+    f.store.create_client(&c, None, None, None).unwrap();
     diesel::update(clients::table.find(c.id.as_str()))
         .set(clients::redirect_uris.eq(r#"["javascript:alert(1)"]"#))
         .execute(&mut *conn(&f))
@@ -552,8 +552,10 @@ fn longest_token_lifetime_spans_every_client(db: TestDatabase) {
     assert_eq!(f.store.longest_token_lifetime().unwrap(), None);
     let mut a = client("a");
     a.token_settings.id_token_ttl = Duration::from_secs(7200);
-    f.store.create_client(&a, None, None).unwrap();
-    f.store.create_client(&client("b"), None, None).unwrap();
+    f.store.create_client(&a, None, None, None).unwrap();
+    f.store
+        .create_client(&client("b"), None, None, None)
+        .unwrap();
     assert_eq!(
         f.store.longest_token_lifetime().unwrap(),
         Some(Duration::from_secs(7200))
@@ -578,7 +580,7 @@ fn only_live_secrets_are_returned(db: TestDatabase) {
     let f = open(db);
     let c = client("Rotating");
     f.store
-        .create_client(&c, Some(&secret_for()), None)
+        .create_client(&c, Some(&secret_for()), None, None)
         .unwrap();
     let expiring = ClientSecretRecord {
         id: uuid::Uuid::now_v7(),
@@ -622,7 +624,7 @@ fn rotating_a_client_secret_keeps_at_most_two(db: TestDatabase) {
     );
     let c = client("Rotating twice");
     let first = secret_for();
-    f.store.create_client(&c, Some(&first), None).unwrap();
+    f.store.create_client(&c, Some(&first), None, None).unwrap();
     let t = 1_800_000_000;
     let at = |secs: i64| UnixTime::from_secs(secs);
     let secret = |name: &str, created: i64| ClientSecretRecord {
@@ -770,7 +772,7 @@ fn sessions_are_listed_and_ended_with_their_grants(db: TestDatabase) {
     let gina = new_user("gina");
     f.store.create_user(&gina, &[]).unwrap();
     let c = client("Sessions");
-    f.store.create_client(&c, None, None).unwrap();
+    f.store.create_client(&c, None, None, None).unwrap();
     let t0 = UnixTime::from_secs(1_800_000_000);
     let session = |id: &str, stage, at: i64| Session {
         id: id.into(),
@@ -914,9 +916,11 @@ fn updating_and_filtering_clients(db: TestDatabase) {
     let f = open(db);
     let mut c = client("Billing Portal");
     f.store
-        .create_client(&c, None, Some(&event("client.created")))
+        .create_client(&c, None, Some(&event("client.created")), None)
         .unwrap();
-    f.store.create_client(&client("Other"), None, None).unwrap();
+    f.store
+        .create_client(&client("Other"), None, None, None)
+        .unwrap();
     let found = f.store.list_clients(None, 10, Some("billing")).unwrap();
     assert_eq!(found, [c.clone()]);
     let by_id = f

@@ -644,6 +644,7 @@ fn client_create(config: &Config, args: ClientCreate) -> anyhow::Result<()> {
             )
             .for_client(c.id.as_str())
         }),
+        false,
     )?;
     if args.json {
         let mut out = crate::client_metadata::client_json(&made.client);

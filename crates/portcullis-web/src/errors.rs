@@ -119,6 +119,7 @@ fn wording(status: StatusCode) -> (&'static str, &'static str, &'static str) {
 fn wants_json(req: &HttpRequest) -> bool {
     // The admin API speaks JSON whatever the client accepts.
     req.path().starts_with(crate::admin::API)
+        || req.path().starts_with(crate::paths::REGISTER)
         || req
             .headers()
             .get(header::ACCEPT)

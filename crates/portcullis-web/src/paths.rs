@@ -9,6 +9,8 @@ pub const USERINFO: &str = "/oauth2/userinfo";
 pub const INTROSPECT: &str = "/oauth2/introspect";
 pub const REVOKE: &str = "/oauth2/revoke";
 pub const END_SESSION: &str = "/oauth2/logout";
+/// Dynamic client registration (RFC 7591), and below it each client's registration (RFC 7592).
+pub const REGISTER: &str = "/oauth2/register";
 pub const LOGIN: &str = "/login";
 pub const CHANGE_PASSWORD: &str = "/login/password";
 pub const CONSENT: &str = "/consent";

@@ -360,6 +360,8 @@ fn group_of(path: &str) -> Option<&'static str> {
     use crate::paths;
     match path {
         paths::TOKEN | paths::INTROSPECT | paths::REVOKE => Some("oauth"),
+        // Registration, and each client's registration below it.
+        _ if path.starts_with(paths::REGISTER) => Some("oauth"),
         paths::USERINFO => Some("userinfo"),
         paths::AUTHORIZE
         | paths::CONSENT

@@ -35,6 +35,7 @@ pub struct Settings {
     pub keys: KeySettings,
     pub rate_limit: RateLimitSettings,
     pub audit: AuditSettings,
+    pub registration: RegistrationSettings,
 }
 
 /// The settings as `config check` shows them, secrets redacted: for `Debug` too, so that no
@@ -207,6 +208,19 @@ impl Default for BootstrapSettings {
         }
     }
 }
+
+/// Dynamic client registration (RFC 7591), with each client managing its registration
+/// afterwards (RFC 7592). Off unless enabled; a client registers with the initial access
+/// token as `Authorization: Bearer`.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationSettings {
+    pub enabled: bool,
+    /// At least 32 characters; give it only to those who may register clients.
+    #[serde(deserialize_with = "lenient_string", serialize_with = "redacted")]
+    pub initial_access_token: Option<String>,
+}
+debug_as_json!(RegistrationSettings);
 
 /// How long the audit trail keeps its records.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -431,6 +445,8 @@ pub struct Config {
     /// How long audit records are kept; `None`: for ever.
     pub audit_retention: Option<Duration>,
     pub audit_prune_interval: Duration,
+    /// Dynamic registration: the initial access token's hash, when enabled.
+    pub registration: Option<portcullis_core::secret::TokenHash>,
 }
 
 /// The rate limits, parsed.
@@ -707,6 +723,21 @@ impl Config {
                 return Err(invalid("audit.prune_interval", "must be at least 1s"));
             } else {
                 s.audit.prune_interval.duration()
+            },
+            registration: match (
+                &s.registration.enabled,
+                &s.registration.initial_access_token,
+            ) {
+                (false, _) => None,
+                (true, Some(token)) if token.trim().len() >= 32 => {
+                    Some(portcullis_core::secret::TokenHash::of(token.trim()))
+                }
+                (true, _) => {
+                    return Err(invalid(
+                        "registration.initial_access_token",
+                        "registration is enabled: set an initial access token of at least 32 characters",
+                    ));
+                }
             },
         })
     }

@@ -149,11 +149,12 @@ impl Application {
             flow: stores.flow.clone(),
             keys: maintenance.keys.clone(),
             key_maintenance: maintenance.clone(),
+            registration: config.registration.clone(),
             jwks_cache_control: HeaderValue::from_str(&format!(
                 "public, max-age={}",
                 config.jwks_max_age.as_secs()
             ))?,
-            metadata: web::Bytes::from(metadata(&issuer)),
+            metadata: web::Bytes::from(metadata(&issuer, config.registration.is_some())),
             hasher,
             limiter: Arc::new(
                 RateLimiter::new(config.rate_limits.redis_url.as_deref(), clock.clone())
@@ -279,10 +280,10 @@ impl Application {
 
 /// The authorization server metadata (RFC 8414), serialised once. Only what is implemented is
 /// advertised.
-fn metadata(issuer: &IssuerUrl) -> Vec<u8> {
+fn metadata(issuer: &IssuerUrl, registration: bool) -> Vec<u8> {
     let url = |path: &str| format!("{issuer}{path}");
     let client_auth = ["client_secret_basic", "client_secret_post"];
-    serde_json::to_vec(&serde_json::json!({
+    let mut document = serde_json::json!({
         "issuer": issuer.as_str(),
         "authorization_endpoint": url(paths::AUTHORIZE),
         "token_endpoint": url(paths::TOKEN),
@@ -308,8 +309,11 @@ fn metadata(issuer: &IssuerUrl) -> Vec<u8> {
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,
-    }))
-    .unwrap_or_default()
+    });
+    if registration {
+        document["registration_endpoint"] = url(paths::REGISTER).into();
+    }
+    serde_json::to_vec(&document).unwrap_or_default()
 }
 
 /// Headers for every response. The CSP has no `form-action`: Chrome and Safari apply it to

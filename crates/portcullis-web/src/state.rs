@@ -22,6 +22,8 @@ pub struct AppState {
     pub flow: Arc<dyn portcullis_core::flow::FlowStore>,
     /// The signing keys, reloaded by the key schedule.
     pub keys: Arc<KeySet>,
+    /// Dynamic registration's initial access token (its hash), when registration is enabled.
+    pub registration: Option<portcullis_core::secret::TokenHash>,
     /// The key schedule, for rotations an operator asks for.
     pub key_maintenance: crate::key_maintenance::KeyMaintenance,
     /// `Cache-Control` of the JWKS: `keys.jwks_max_age`.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use portcullis_core::audit::AuditEvent;
 use portcullis_core::clients::{self, RegisterError, RotateSecretError};
 use portcullis_core::domain::ClientId;
 use portcullis_core::model::{Client, ClientSecretRecord};
@@ -101,6 +102,8 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
 pub struct Made {
     pub client: Client,
     pub secret: Option<String>,
+    /// For a client that registered itself: its registration access token.
+    pub registration_token: Option<String>,
 }
 
 /// Registers a client from `metadata`, recorded as the caller's doing.
@@ -110,20 +113,32 @@ pub fn register(
     metadata: ClientMetadata,
     registrar: Registrar,
 ) -> Result<Made, ApiError> {
-    let registration = metadata
-        .into_registration(None, registrar, &state.limits)
-        .map_err(metadata_error)?;
     let event = |c: &Client| {
         caller
             .event("client.created", client_subject(&c.id), clients::summary(c))
             .for_client(c.id.as_str())
     };
+    register_with(state, metadata, registrar, &event)
+}
+
+/// Registers a client from `metadata`, with `event` as the audit record; a client that
+/// registers itself gets a registration access token.
+pub fn register_with(
+    state: &AppState,
+    metadata: ClientMetadata,
+    registrar: Registrar,
+    event: &dyn Fn(&Client) -> AuditEvent,
+) -> Result<Made, ApiError> {
+    let registration = metadata
+        .into_registration(None, registrar, &state.limits)
+        .map_err(metadata_error)?;
     let made = clients::register_client(
         state.clients.as_ref(),
         state.rng.as_ref(),
         state.clock.as_ref(),
         registration,
-        Some(&event),
+        Some(event),
+        registrar == Registrar::Client,
     )
     .map_err(|e| match e {
         RegisterError::Invalid(e) => ApiError::bad_request(e.to_string()),
@@ -133,6 +148,7 @@ pub fn register(
     Ok(Made {
         client: made.client,
         secret: made.secret.map(|s| s.reveal().to_owned()),
+        registration_token: made.registration_token.map(|t| t.reveal().to_owned()),
     })
 }
 
@@ -172,21 +188,30 @@ pub fn change(
     metadata: ClientMetadata,
     registrar: Registrar,
 ) -> Result<Client, ApiError> {
+    change_with(state, id, metadata, registrar, &|details| {
+        caller
+            .event("client.updated", client_subject(id), details)
+            .for_client(id.as_str())
+    })
+}
+
+/// Applies `metadata` to the client; `event` makes the audit record from its details.
+pub fn change_with(
+    state: &AppState,
+    id: &ClientId,
+    metadata: ClientMetadata,
+    registrar: Registrar,
+    event: &dyn Fn(serde_json::Value) -> AuditEvent,
+) -> Result<Client, ApiError> {
     let before = find_client(state, id)?;
     let registration = metadata
         .into_registration(Some(&before), registrar, &state.limits)
         .map_err(metadata_error)?;
     let after = client_metadata::updated(&before, registration, state.clock.now());
-    let event = caller
-        .event(
-            "client.updated",
-            client_subject(id),
-            json!({
-                "before": clients::summary(&before),
-                "after": clients::summary(&after),
-            }),
-        )
-        .for_client(id.as_str());
+    let event = event(json!({
+        "before": clients::summary(&before),
+        "after": clients::summary(&after),
+    }));
     if !state.clients.update_client(&after, &event)? {
         return Err(ApiError::not_found(format!("client {id}")));
     }
@@ -212,7 +237,12 @@ pub fn remove(state: &AppState, caller: &Caller, id: &ClientId) -> Result<(), Ap
     let event = caller
         .event("client.deleted", client_subject(id), json!({}))
         .for_client(id.as_str());
-    if !state.clients.delete_client(id, state.clock.now(), &event)? {
+    remove_with(state, id, &event)
+}
+
+/// Deletes the client with everything issued to it, with `event` as the audit record.
+pub fn remove_with(state: &AppState, id: &ClientId, event: &AuditEvent) -> Result<(), ApiError> {
+    if !state.clients.delete_client(id, state.clock.now(), event)? {
         return Err(ApiError::not_found(format!("client {id}")));
     }
     Ok(())

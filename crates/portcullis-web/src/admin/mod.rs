@@ -87,6 +87,17 @@ impl ApiError {
         self.error
     }
 
+    /// The same error under another code, for endpoints whose RFC names its own (RFC 7591
+    /// says `invalid_client_metadata` where the admin API says `invalid_request`).
+    pub fn with_code(self, error: &'static str) -> Self {
+        Self { error, ..self }
+    }
+
+    /// A 401 for a missing or wrong bearer token.
+    pub fn invalid_token(description: &str) -> Self {
+        Self::unauthorized(description, true)
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -455,7 +466,7 @@ async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Result<
 }
 
 /// The credential of `Authorization: Bearer <credential>` (one token of RFC 6750's syntax).
-fn bearer_of(value: &HeaderValue) -> Option<String> {
+pub fn bearer_of(value: &HeaderValue) -> Option<String> {
     let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))

@@ -10,6 +10,7 @@ mod home;
 pub(crate) mod login;
 mod logout;
 mod oauth;
+mod registration;
 pub(crate) mod second_factor;
 mod userinfo;
 
@@ -94,6 +95,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             web::resource(paths::REVOKE)
                 .app_data(oauth_form())
                 .post(oauth::revoke),
+        )
+        .service(web::resource(paths::REGISTER).post(registration::register))
+        .service(
+            web::resource("/oauth2/register/{client_id}")
+                .get(registration::read)
+                .put(registration::replace)
+                .delete(registration::delete),
         )
         .configure(crate::admin::configure)
         .configure(crate::admin_ui::configure)
