@@ -434,6 +434,30 @@ async function main() {
   });
   ok('old refresh token refused with invalid_grant');
 
+  // 9. Dynamic client registration (RFC 7591) with the initial access token; the registered
+  // client gets a token with its new credentials.
+  const registered = await step('dynamic registration', () =>
+    client.dynamicClientRegistration(new URL(issuer), {
+      client_name: `openid-client registered ${Date.now()}`,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      scope: 'openid',
+      token_endpoint_auth_method: 'client_secret_basic',
+    }, client.ClientSecretBasic(), {
+      initialAccessToken: env('INTEROP_INITIAL_ACCESS_TOKEN'),
+      execute: [client.allowInsecureRequests],
+    }));
+  const dcr = registered.clientMetadata();
+  await step('dynamic registration', () => {
+    check(typeof dcr.client_id === 'string' && dcr.client_id !== clientId, 'no new client_id');
+    check(typeof dcr.client_secret === 'string', 'no client_secret');
+    check(typeof dcr.registration_access_token === 'string', 'no registration_access_token');
+  });
+  const serviceTokens = await step('dynamic registration', () => client.clientCredentialsGrant(registered));
+  await step('dynamic registration', () =>
+    check(typeof serviceTokens.access_token === 'string', 'the registered client got no access token'));
+  ok(`dynamic registration (client ${dcr.client_id}, then client_credentials)`);
+
   console.log(`[${NAME}] PASS`);
 }
 

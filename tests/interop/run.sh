@@ -136,6 +136,10 @@ export PORTCULLIS__DATABASE__URL="sqlite://$WORK/p.db"
 export PORTCULLIS__SECURITY__BCRYPT_COST=4
 PORTCULLIS__BOOTSTRAP__ADMIN_PASSWORD="admin-$(random_secret)"
 export PORTCULLIS__BOOTSTRAP__ADMIN_PASSWORD
+# Dynamic client registration, for openid-client's dynamicClientRegistration.
+INITIAL_ACCESS_TOKEN="initial-$(random_secret)-$(random_secret)"
+export PORTCULLIS__REGISTRATION__ENABLED=true
+export PORTCULLIS__REGISTRATION__INITIAL_ACCESS_TOKEN="$INITIAL_ACCESS_TOKEN"
 
 USERNAME=alice
 EMAIL=alice@example.com
@@ -211,6 +215,7 @@ run_flow() {  # label client-name command...
   INTEROP_USERNAME="$USERNAME" \
   INTEROP_PASSWORD="$PASSWORD" \
   INTEROP_EMAIL="$EMAIL" \
+  INTEROP_INITIAL_ACCESS_TOKEN="$INITIAL_ACCESS_TOKEN" \
     timeout --kill-after=5 "$FLOW_TIMEOUT" "$@" 2>&1
   status=$?
   set -e
