@@ -11,6 +11,15 @@ use crate::totp::{browser, code_step, enrol, now, password_step};
 
 /// A browser signed in as a new administrator `name`, with two-step verification.
 async fn admin_browser(app: &TestApp, name: &str) -> (reqwest::Client, String) {
+    let (b, id, _) = admin_browser_with_cookies(app, name).await;
+    (b, id)
+}
+
+/// The same, with the `Set-Cookie` headers of the sign-in.
+async fn admin_browser_with_cookies(
+    app: &TestApp,
+    name: &str,
+) -> (reqwest::Client, String, Vec<String>) {
     let id = user_with_roles(app, name, &["admin"]);
     let setup = browser();
     password_step(app, &setup, name).await;
@@ -22,7 +31,13 @@ async fn admin_browser(app: &TestApp, name: &str) -> (reqwest::Client, String) {
     let code = secret.code_for(UnixTime::from_secs(now().as_secs() + 30));
     let res = code_step(app, &b, &code).await;
     assert_eq!(res.status(), 303);
-    (b, id)
+    let cookies = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    (b, id, cookies)
 }
 
 async fn get(b: &reqwest::Client, app: &TestApp, path: &str) -> (StatusCode, String) {
@@ -61,7 +76,35 @@ async fn admin_pages_need_an_administrator_signed_in_with_a_second_factor() {
     let (status, html) = get(&pat, &app, "/admin/clients").await;
     assert_eq!(status, 403, "an administrator without a second factor");
     assert!(html.contains("Two-step verification needed"), "{html}");
-    let (root, _) = admin_browser(&app, "root").await;
+    let (root, _, cookies) = admin_browser_with_cookies(&app, "root").await;
+    // Case 74: a second, SameSite=Strict cookie; without it (a request that started on another
+    // site) the session does not reach the admin pages.
+    let strict = cookies
+        .iter()
+        .find(|c| c.starts_with("portcullis_same_site="))
+        .unwrap_or_else(|| panic!("{cookies:?}"));
+    assert!(
+        strict.contains("SameSite=Strict") && strict.contains("HttpOnly"),
+        "{strict}"
+    );
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("portcullis_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .http
+        .get(app.url("/admin/users"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Continue to the admin pages") && html.contains("href=\"/admin/users\""));
     for path in [
         "/admin",
         "/admin/clients",

@@ -56,6 +56,60 @@ pub fn removal(state: &AppState) -> Cookie<'static> {
     c
 }
 
+/// The companion cookie of a signed-in session: `SameSite=Strict`, so a browser sends it only
+/// with requests that start on this site. The session cookie itself must be `Lax` (a relying
+/// party sends people to the authorization endpoint from its own site); the admin pages and a
+/// session's use of the admin API also need this one, so a link or form on another site never
+/// reaches them with the session (SECURITY-CASES 74). Its value is derived from the session
+/// token, which only the session cookie carries.
+pub fn same_site_cookie_name(state: &AppState) -> &'static str {
+    if state.issuer.is_https() {
+        "__Host-portcullis_same_site"
+    } else {
+        "portcullis_same_site"
+    }
+}
+
+fn same_site_value(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(
+        format!("portcullis same-site\0{token}").as_bytes(),
+    ))
+}
+
+pub fn same_site_cookie(state: &AppState, token: &str, ttl: Duration) -> Cookie<'static> {
+    Cookie::build(same_site_cookie_name(state), same_site_value(token))
+        .path("/")
+        .http_only(true)
+        .secure(state.issuer.is_https())
+        .same_site(SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .finish()
+}
+
+pub fn same_site_removal(state: &AppState) -> Cookie<'static> {
+    let mut c = Cookie::build(same_site_cookie_name(state), "")
+        .path("/")
+        .http_only(true)
+        .secure(state.issuer.is_https())
+        .same_site(SameSite::Strict)
+        .finish();
+    c.make_removal();
+    c
+}
+
+/// Whether the request carries the same-site cookie of the session `token`: it started on
+/// this site.
+pub fn same_site_ok(req: &HttpRequest, state: &AppState, token: &str) -> bool {
+    req.cookie(same_site_cookie_name(state)).is_some_and(|c| {
+        c.value()
+            .as_bytes()
+            .ct_eq(same_site_value(token).as_bytes())
+            .into()
+    })
+}
+
 /// The session token from the request's cookie, if any.
 pub fn token_from(req: &HttpRequest, state: &AppState) -> Option<String> {
     req.cookie(cookie_name(state))
@@ -173,6 +227,9 @@ pub fn next_step(
         ),
     };
     res.add_cookie(&cookie(state, token, ttl))?;
+    if stage == SessionStage::SignedIn {
+        res.add_cookie(&same_site_cookie(state, token, ttl))?;
+    }
     Ok(res)
 }
 

@@ -91,6 +91,12 @@ fn to_login(req: &HttpRequest) -> HttpResponse {
 }
 
 #[derive(askama::Template)]
+#[template(path = "admin/from_elsewhere.html")]
+struct FromElsewhere {
+    path: String,
+}
+
+#[derive(askama::Template)]
 #[template(path = "admin/needs_totp.html")]
 struct NeedsTotp {
     enrolled: bool,
@@ -114,6 +120,16 @@ async fn admin_with(
     let Some((session, user)) = found else {
         return Ok(Err(to_login(req)));
     };
+    if !session::same_site_ok(req, state, &token) {
+        // Reached from another site (a link, or a form there): not with this session. A
+        // click on our own page carries the same-site cookie.
+        return Ok(Err(pages::render(
+            StatusCode::FORBIDDEN,
+            &FromElsewhere {
+                path: req.path().to_owned(),
+            },
+        )));
+    }
     let permissions = Permissions::of_roles(&user.roles);
     if !permissions.contains(Permission::AdminRead) {
         return Ok(Err(error_page(

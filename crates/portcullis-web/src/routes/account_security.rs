@@ -187,6 +187,7 @@ pub async fn end_session(
     if own {
         let mut res = pages::see_other(paths::LOGIN);
         res.add_removal_cookie(&session::removal(&state))?;
+        res.add_removal_cookie(&session::same_site_removal(&state))?;
         return Ok(res);
     }
     Ok(pages::see_other("/account?done=session-ended"))

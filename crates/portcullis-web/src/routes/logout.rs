@@ -213,6 +213,7 @@ async fn handle(
                 None => pages::render(StatusCode::OK, &SignedOutPage),
             };
             res.add_cookie(&session::removal(&state))?;
+            res.add_cookie(&session::same_site_removal(&state))?;
             res
         }
     })
