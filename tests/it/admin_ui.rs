@@ -447,6 +447,34 @@ async fn an_administrator_manages_users_and_confirms_what_is_sensitive() {
         404
     );
 
+    // An API key with admin scopes asks for the password again too.
+    let (_, keys) = get(&root, &app, "/account/api-keys").await;
+    let key_csrf = hidden(&keys, "csrf_token");
+    let make = |reauth: &'static str| {
+        let (root, url, csrf) = (root.clone(), app.url("/account/api-keys"), key_csrf.clone());
+        async move {
+            root.post(url)
+                .form(&[
+                    ("csrf_token", csrf.as_str()),
+                    ("name", "ops"),
+                    ("scope", "admin:read"),
+                    ("reauth", reauth),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = make("").await;
+    assert_ne!(res.status(), 200);
+    assert!(
+        !res.text().await.unwrap().contains("pcl_"),
+        "no key without re-entry"
+    );
+    let res = make(PASSWORD).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("pcl_"));
+
     let (_, audit) = get(&root, &app, "/admin/audit?event_type=admin.*").await;
     assert!(audit.contains("admin.reauthentication_failed"));
     let (_, audit) = get(&root, &app, "/admin/audit?event_type=signing_key.*").await;

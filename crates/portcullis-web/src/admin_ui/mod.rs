@@ -281,10 +281,21 @@ pub async fn reauthenticate(
     admin: &Admin,
     typed: Option<&str>,
 ) -> Result<bool, InternalError> {
+    reauthenticate_user(state, &admin.caller.user, &admin.caller.origin, typed).await
+}
+
+/// Whether `typed` is `user`'s password, or a current code of their second factor (which it
+/// uses up). Failures are recorded.
+pub async fn reauthenticate_user(
+    state: &web::Data<AppState>,
+    user: &portcullis_core::model::User,
+    origin: &crate::audit::Origin,
+    typed: Option<&str>,
+) -> Result<bool, InternalError> {
     let typed = typed.unwrap_or_default().to_owned();
     let st = state.clone();
-    let user = admin.caller.user.clone();
-    let origin = admin.caller.origin.clone();
+    let user = user.clone();
+    let origin = origin.clone();
     let ok = web::block(move || -> anyhow::Result<bool> {
         let ok = match TotpCode::parse(&typed) {
             Some(code) => {

@@ -107,6 +107,8 @@ struct CreateForm {
     name: String,
     scopes: Vec<String>,
     expires_in: Option<String>,
+    /// The password or a code, asked for again for a key with admin or audit scopes.
+    reauth: Option<String>,
 }
 
 fn parse_form(body: &[u8]) -> CreateForm {
@@ -115,6 +117,7 @@ fn parse_form(body: &[u8]) -> CreateForm {
         name: String::new(),
         scopes: Vec::new(),
         expires_in: None,
+        reauth: None,
     };
     for (k, v) in url::form_urlencoded::parse(body) {
         match k.as_ref() {
@@ -122,6 +125,7 @@ fn parse_form(body: &[u8]) -> CreateForm {
             "name" => form.name = v.into_owned(),
             "scope" => form.scopes.push(v.into_owned()),
             "expires_in" if !v.is_empty() => form.expires_in = Some(v.into_owned()),
+            "reauth" if !v.is_empty() => form.reauth = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -164,6 +168,23 @@ pub async fn create(
         Err(message) => return page(&state, &token, user, None, Some(&message)).await,
     };
     let caller = as_caller(&req, &state, &user);
+    // A key that can administer, or read the audit log, is worth a second look (SECURITY-CASES
+    // 74): the password or a fresh code again.
+    let privileged =
+        !portcullis_core::rbac::Permissions::of_scopes(form.scopes.iter().map(String::as_str))
+            .is_empty();
+    if privileged
+        && !crate::admin_ui::reauthenticate_user(
+            &state,
+            &user,
+            &caller.origin,
+            form.reauth.as_deref(),
+        )
+        .await?
+    {
+        let message = "A key with admin or audit scopes needs your password or a current code from your authenticator app. Nothing was made.";
+        return page(&state, &token, user, None, Some(message)).await;
+    }
     let st = state.clone();
     let owner = user.clone();
     let made = web::block(move || {
