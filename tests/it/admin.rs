@@ -146,10 +146,10 @@ fn db(app: &TestApp) -> Database {
 }
 
 /// A client id that no client has.
-const CLIENT: &str = "0190f0f0-0000-7000-8000-000000000000";
+pub(crate) const CLIENT: &str = "0190f0f0-0000-7000-8000-000000000000";
 
 /// Every route of the admin API, with a body for those that take one.
-fn routes(user: &str, key: &str) -> Vec<(Method, String, Option<Value>)> {
+pub(crate) fn routes(user: &str, key: &str) -> Vec<(Method, String, Option<Value>)> {
     let body = || Some(json!({ "name": "x", "description": "d" }));
     vec![
         (Method::GET, "/me".into(), None),

@@ -24,6 +24,7 @@ mod helpers;
 mod keys;
 mod limits;
 mod oauth;
+mod openapi;
 mod registration;
 mod rotation;
 mod serve;

@@ -11,6 +11,10 @@ use portcullis_core::rbac::Permission;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::openapi::{
+    AuditExportFormat, AuditFormat, AuditOrder, AuditPage, AuditRecord as RecordSchema, BadRequest,
+    Forbidden, Outcome as OutcomeSchema, Unauthorized,
+};
 use super::{ApiError, ApiResult, blocking, limit, ok, query, require, time};
 use crate::state::AppState;
 
@@ -41,21 +45,36 @@ pub fn record_json(r: &AuditRecord) -> serde_json::Value {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Filters {
+    /// Records at or after this time: RFC 3339 or seconds since the epoch.
+    #[param(example = "2026-11-23T10:00:00Z")]
     since: Option<String>,
+    /// Records before this time: RFC 3339 or seconds since the epoch.
     until: Option<String>,
+    /// Who acted, exactly: `user:<id>`, `client:<id>`, `cli` or `system`.
     actor: Option<String>,
+    /// What it was done to, exactly: `user:<id>`, `role:billing`, `api_key:<id>`, …
     subject: Option<String>,
+    /// The client concerned.
     client_id: Option<String>,
+    /// An event type (`user.login`) or a family (`user.*`).
     event_type: Option<String>,
+    /// `success` or `failure`.
+    #[param(value_type = Option<OutcomeSchema>)]
     outcome: Option<String>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
+    /// How many records, 1 to 500 (a larger number is capped); 50 when not given.
+    #[param(minimum = 1)]
     limit: Option<u32>,
     /// `desc` (newest first, the default) or `asc`.
+    #[param(value_type = Option<AuditOrder>)]
     order: Option<String>,
     /// `json` (the default) or `jsonl`.
+    #[param(value_type = Option<AuditFormat>)]
     format: Option<String>,
 }
 
@@ -177,8 +196,29 @@ pub fn query_of_form(raw: &str) -> Result<AuditQuery, ApiError> {
     parse(filters).map(|(q, _)| q)
 }
 
-/// One page. The cursor of the next page is in `next_cursor` (JSON) or the `Audit-Next-Cursor`
-/// header (JSON lines); none when this is the last.
+/// Read the audit log
+///
+/// One page of records, newest first unless `order=asc`. The cursor of the next page is in
+/// `next_cursor` (JSON) or the `Audit-Next-Cursor` header (JSON lines); none when this is the
+/// last. Needs `audit:read`.
+#[utoipa::path(
+    get,
+    path = "/admin/api/audit",
+    operation_id = "list_audit_records",
+    tag = "audit",
+    params(Filters),
+    responses(
+        (status = 200, description = "A page of records.",
+            content(
+                (AuditPage = "application/json"),
+                (String = "application/x-ndjson"),
+            ),
+            headers(("Audit-Next-Cursor" = String, description = "With `format=jsonl`: the cursor of the next page, when there is one."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn page(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, Permission::AuditRead).await?;
     let (q, format) = parse(query(&req)?)?;
@@ -238,8 +278,39 @@ fn cut_short(error: &str, mut step: Step) -> (Result<Bytes, actix_web::Error>, S
     )
 }
 
+/// Export the audit log
+///
 /// Every matching record, oldest first, streamed: JSON lines by default, or one JSON array
-/// with `format=json`.
+/// with `format=json`. Takes the filters of the audit log but `limit` and `order`. Needs
+/// `audit:read`.
+#[utoipa::path(
+    get,
+    path = "/admin/api/audit/export",
+    operation_id = "export_audit_records",
+    tag = "audit",
+    params(
+        ("since" = Option<String>, Query, description = "Records at or after this time: RFC 3339 or seconds since the epoch."),
+        ("until" = Option<String>, Query, description = "Records before this time: RFC 3339 or seconds since the epoch."),
+        ("actor" = Option<String>, Query, description = "Who acted, exactly: `user:<id>`, `client:<id>`, `cli` or `system`."),
+        ("subject" = Option<String>, Query, description = "What it was done to, exactly: `user:<id>`, `role:billing`, `api_key:<id>`, …"),
+        ("client_id" = Option<String>, Query, description = "The client concerned."),
+        ("event_type" = Option<String>, Query, description = "An event type (`user.login`) or a family (`user.*`)."),
+        ("outcome" = Option<OutcomeSchema>, Query, description = "`success` or `failure`."),
+        ("cursor" = Option<String>, Query, description = "Only records after this one: a record's `seq`, or a `next_cursor`."),
+        ("format" = Option<AuditExportFormat>, Query, description = "`jsonl` (the default) or `json`."),
+    ),
+    responses(
+        (status = 200, description = "Every matching record, oldest first.",
+            content(
+                (String = "application/x-ndjson"),
+                (Vec<RecordSchema> = "application/json"),
+            ),
+            headers(("Content-Disposition" = String, description = "`attachment`, named `audit.jsonl` or `audit.json`."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn export(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, Permission::AuditRead).await?;
     let mut filters: Filters = query(&req)?;

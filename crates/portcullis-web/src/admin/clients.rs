@@ -12,6 +12,10 @@ use portcullis_core::rbac::Permission;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::openapi::{
+    BadRequest, ClientDetail, ClientList, CreatedClient, Error, Forbidden, NotFound, SecretRotated,
+    Unauthorized, UnsupportedMediaType,
+};
 use super::{
     API, ApiError, ApiResult, Caller, blocking, created, for_method, json_body, limit, ok, query,
     require, time,
@@ -61,14 +65,35 @@ pub fn metadata_error(errors: super::FieldErrors) -> ApiError {
     errors.into_error(code)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ClientPage {
+    /// Part of a client's id or name (at most 200 bytes).
     filter: Option<String>,
+    /// The `next_after` of the page before: clients whose id sorts after this one.
     after: Option<String>,
+    /// How many clients, 1 to 500 (a larger number is capped); 50 when not given.
+    #[param(minimum = 1)]
     limit: Option<u32>,
 }
 
+/// List clients
+///
+/// Clients ordered by id, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/admin/api/clients",
+    operation_id = "list_clients",
+    tag = "clients",
+    params(ClientPage),
+    responses(
+        (status = 200, description = "A page of clients.", body = ClientList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
     let page: ClientPage = query(&req)?;
@@ -152,6 +177,25 @@ pub fn register_with(
     })
 }
 
+/// Register a client
+///
+/// From RFC 7591 metadata; `client_name` is required. A confidential client's
+/// `client_secret` is in the answer, this once.
+#[utoipa::path(
+    post,
+    path = "/admin/api/clients",
+    operation_id = "create_client",
+    tag = "clients",
+    request_body = ClientMetadata,
+    responses(
+        (status = 201, description = "The client, registered.", body = CreatedClient,
+            headers(("Location" = String, description = "The client's address."))),
+        (status = 400, description = "Wrong metadata: `invalid_redirect_uri` for a wrong redirect URI, `invalid_client_metadata` otherwise, or `invalid_request` for a malformed body.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
     let caller = require(&req, &state, Permission::AdminWrite).await?;
     let metadata: ClientMetadata = json_body(&req, &body)?;
@@ -165,6 +209,22 @@ async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) 
     Ok(created(&format!("{API}/clients/{}", made.client.id), &body))
 }
 
+/// Read a client
+///
+/// The client and its live secrets' ids and dates, never the secrets.
+#[utoipa::path(
+    get,
+    path = "/admin/api/clients/{id}",
+    operation_id = "get_client",
+    tag = "clients",
+    params(("id" = String, Path, description = "The client's id (`client_id`).")),
+    responses(
+        (status = 200, description = "The client.", body = ClientDetail),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn get(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
     let id = client_id(&id)?;
@@ -218,6 +278,25 @@ pub fn change_with(
     Ok(after)
 }
 
+/// Change a client
+///
+/// Any metadata but `token_endpoint_auth_method`; a field left out is kept.
+#[utoipa::path(
+    patch,
+    path = "/admin/api/clients/{id}",
+    operation_id = "update_client",
+    tag = "clients",
+    params(("id" = String, Path, description = "The client's id (`client_id`).")),
+    request_body = ClientMetadata,
+    responses(
+        (status = 200, description = "The client, changed.", body = super::openapi::Client),
+        (status = 400, description = "Wrong metadata: `invalid_redirect_uri` for a wrong redirect URI, `invalid_client_metadata` otherwise, or `invalid_request` for a malformed body.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -248,6 +327,22 @@ pub fn remove_with(state: &AppState, id: &ClientId, event: &AuditEvent) -> Resul
     Ok(())
 }
 
+/// Delete a client
+///
+/// Deletes it with its secrets, grants and tokens.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/clients/{id}",
+    operation_id = "delete_client",
+    tag = "clients",
+    params(("id" = String, Path, description = "The client's id (`client_id`).")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn delete(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     let caller = require(&req, &state, Permission::AdminWrite).await?;
     let id = client_id(&id)?;
@@ -256,10 +351,14 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>, id: web::Path<Stri
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// How to rotate a client's secret.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Rotation {
-    /// How long the previous secret keeps working: 24 hours unless said.
+#[schema(as = SecretRotation)]
+pub(crate) struct Rotation {
+    /// How long the previous secret keeps working, in seconds: 24 hours unless said, at most
+    /// 30 days; 0 ends it now.
+    #[schema(maximum = 2592000, example = 86400)]
     overlap_seconds: Option<u64>,
 }
 
@@ -291,6 +390,31 @@ pub fn rotate(
     Ok((record, secret.reveal().to_owned()))
 }
 
+/// Rotate a client's secret
+///
+/// Makes a new secret, returned this once. The previous one keeps working for
+/// `overlap_seconds`; any older one ends now. The body may be left out.
+#[utoipa::path(
+    post,
+    path = "/admin/api/clients/{id}/secret",
+    operation_id = "rotate_client_secret",
+    tag = "clients",
+    params(("id" = String, Path, description = "The client's id (`client_id`).")),
+    request_body(
+        content = ref("#/components/schemas/SecretRotation"),
+        content_type = "application/json",
+        description = "May be left out.",
+    ),
+    responses(
+        (status = 200, description = "The new secret.", body = SecretRotated),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "A public client, which has no secret.", body = Error),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn rotate_secret(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -5,6 +5,7 @@ use portcullis_core::domain::{ClientId, Scope};
 use portcullis_core::flow::Consent;
 use serde_json::json;
 
+use super::openapi::{ConsentList, Forbidden, NotFound, Unauthorized};
 use super::{ApiError, ApiResult, blocking, find_user, for_method, ok, require, time, user_id};
 use crate::state::AppState;
 
@@ -22,6 +23,22 @@ pub fn consent_json(c: &Consent) -> serde_json::Value {
     })
 }
 
+/// List a user's consents
+///
+/// The applications the user has allowed, with their scopes.
+#[utoipa::path(
+    get,
+    path = "/admin/api/users/{id}/consents",
+    operation_id = "list_user_consents",
+    tag = "consents",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    responses(
+        (status = 200, description = "Their consents.", body = ConsentList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn list(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
     let id = user_id(&id)?;
@@ -36,6 +53,26 @@ async fn list(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String
     })))
 }
 
+/// Withdraw a consent
+///
+/// The client's grants from this user are revoked (its refresh and access tokens stop
+/// working), and it must ask again.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/users/{id}/consents/{client}",
+    operation_id = "revoke_user_consent",
+    tag = "consents",
+    params(
+        ("id" = String, Path, format = "uuid", description = "The user's id."),
+        ("client" = String, Path, description = "The client's id."),
+    ),
+    responses(
+        (status = 204, description = "Withdrawn."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn revoke(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -10,6 +10,10 @@ use portcullis_core::model::User;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::openapi::{
+    ApiKeyInfo, ApiKeyList, BadRequest, CreatedApiKey, Forbidden, NotFound, Unauthorized,
+    UnsupportedMediaType,
+};
 use super::{
     API, ApiError, ApiResult, Caller, blocking, created, find_user, for_method, json_body, limit,
     ok, query, require, scopes_of, time, user_id, user_subject,
@@ -43,14 +47,37 @@ fn key_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("API key {raw:?}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct KeyPage {
+    /// Only this user's keys (a user id).
+    #[param(format = "uuid")]
     user: Option<String>,
+    /// The `next_before` of the page before: keys older than this one (a key id).
+    #[param(format = "uuid")]
     before: Option<String>,
+    /// How many keys, 1 to 500 (a larger number is capped); 50 when not given.
+    #[param(minimum = 1)]
     limit: Option<u32>,
 }
 
+/// List API keys
+///
+/// Keys newest first, a page at a time, each by its prefix only.
+#[utoipa::path(
+    get,
+    path = "/admin/api/api-keys",
+    operation_id = "list_api_keys",
+    tag = "api-keys",
+    params(KeyPage),
+    responses(
+        (status = 200, description = "A page of keys.", body = ApiKeyList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
     let page: KeyPage = query(&req)?;
@@ -77,6 +104,20 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     })))
 }
 
+/// Read an API key
+#[utoipa::path(
+    get,
+    path = "/admin/api/api-keys/{id}",
+    operation_id = "get_api_key",
+    tag = "api-keys",
+    params(("id" = String, Path, format = "uuid", description = "The key's id.")),
+    responses(
+        (status = 200, description = "The key, by its prefix.", body = ApiKeyInfo),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn get(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
     let id = key_id(&id)?;
@@ -90,12 +131,19 @@ async fn get(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>
     Ok(ok(&key_json(&key, state.clock.now())))
 }
 
-#[derive(Deserialize)]
+/// An API key to make.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKeyRequest {
+#[schema(as = NewApiKey)]
+pub(crate) struct NewKeyRequest {
+    #[schema(example = "ci")]
     name: String,
+    /// What it may do. A person's key carries only the identity scopes and the admin scopes
+    /// their roles permit; a service account's may carry any scope.
+    #[schema(example = json!(["admin:read"]))]
     scopes: Vec<String>,
-    /// Seconds from now; none: the key does not expire.
+    /// Seconds from now, at most ten years; none: the key does not expire.
+    #[schema(minimum = 1)]
     expires_in: Option<u64>,
 }
 
@@ -164,7 +212,27 @@ pub fn created_event(caller: &Caller, key: &ApiKey) -> portcullis_core::audit::A
     )
 }
 
-/// A key for a service account, or for the caller.
+/// Make an API key
+///
+/// A key for a service account, or for the caller. The key is in the answer, this once; the
+/// server keeps only its hash. A person's keys are made by that person.
+#[utoipa::path(
+    post,
+    path = "/admin/api/users/{id}/api-keys",
+    operation_id = "create_api_key",
+    tag = "api-keys",
+    params(("id" = String, Path, format = "uuid", description = "The owner's id: a service account, or the caller.")),
+    request_body = NewKeyRequest,
+    responses(
+        (status = 201, description = "The key, made.", body = CreatedApiKey,
+            headers(("Location" = String, description = "The key's address."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -194,6 +262,22 @@ async fn create(
     Ok(created(&format!("{API}/api-keys/{}", key.id), &body))
 }
 
+/// Revoke an API key
+///
+/// At once: the next request with it is refused. Revoking a revoked key changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/api-keys/{id}",
+    operation_id = "revoke_api_key",
+    tag = "api-keys",
+    params(("id" = String, Path, format = "uuid", description = "The key's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn revoke(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     let caller = require(&req, &state, for_method(&req)).await?;
     let id = key_id(&id)?;

@@ -10,6 +10,7 @@ pub mod audit_log;
 pub mod clients;
 mod consents;
 pub mod keys;
+pub mod openapi;
 pub mod rbac;
 pub mod signing_keys;
 pub mod users;
@@ -36,6 +37,7 @@ pub const API: &str = "/admin/api";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope(API)
+            .service(web::resource("/openapi.json").get(openapi::document))
             .service(web::resource("/me").get(me))
             .configure(rbac::configure)
             .configure(users::configure)
@@ -609,7 +611,21 @@ pub fn ok(body: &serde_json::Value) -> HttpResponse {
         .json(body)
 }
 
-/// Who is calling, and what they may do.
+/// Who is calling
+///
+/// The caller, their permissions (their roles' permissions narrowed by the key's or token's
+/// scopes) and how they authenticated. Any admin permission will do, `audit:read` included.
+#[utoipa::path(
+    get,
+    path = "/admin/api/me",
+    operation_id = "get_me",
+    tag = "me",
+    responses(
+        (status = 200, description = "The caller.", body = openapi::Me),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+    ),
+)]
 async fn me(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     // Any admin permission will do: the answer says which ones.
     let caller = authenticate(&req, &state).await?;

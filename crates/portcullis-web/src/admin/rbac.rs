@@ -7,6 +7,10 @@ use portcullis_core::rbac::{self, Description, Group, GroupName, Permission, Rol
 use serde::Deserialize;
 use serde_json::json;
 
+use super::openapi::{
+    BadRequest, Forbidden, Group as GroupSchema, GroupList, NotFound, Role as RoleSchema, RoleList,
+    Unauthorized, UnsupportedMediaType, User as UserSchema, UserDetail, UserList,
+};
 use super::{
     API, ApiError, ApiResult, Caller, blocking, created, find_user, for_method, json_body, limit,
     ok, query, require, time, user_id, user_json, user_subject,
@@ -94,6 +98,20 @@ fn path_group(raw: &str) -> Result<GroupName, ApiError> {
     GroupName::parse(raw).map_err(|_| ApiError::not_found(format!("group {raw:?}")))
 }
 
+/// List roles
+///
+/// Every role, built-in ones included, with how many users hold it directly.
+#[utoipa::path(
+    get,
+    path = "/admin/api/roles",
+    operation_id = "list_roles",
+    tag = "roles",
+    responses(
+        (status = 200, description = "Every role.", body = RoleList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn list_roles(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
     let st = state.clone();
@@ -103,6 +121,20 @@ async fn list_roles(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     })))
 }
 
+/// Read a role
+#[utoipa::path(
+    get,
+    path = "/admin/api/roles/{name}",
+    operation_id = "get_role",
+    tag = "roles",
+    params(("name" = String, Path, description = "The role's name.")),
+    responses(
+        (status = 200, description = "The role.", body = RoleSchema),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn get_role(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -120,13 +152,33 @@ async fn get_role(
     Ok(ok(&role_json(&role)))
 }
 
-#[derive(Deserialize)]
+/// A role to create.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewRole {
+pub(crate) struct NewRole {
+    #[schema(example = "billing")]
     name: String,
+    /// Empty when not given.
     description: Option<String>,
 }
 
+/// Create a role
+#[utoipa::path(
+    post,
+    path = "/admin/api/roles",
+    operation_id = "create_role",
+    tag = "roles",
+    request_body = NewRole,
+    responses(
+        (status = 201, description = "The role, created.", body = RoleSchema,
+            headers(("Location" = String, description = "The role's address."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "A role of that name exists.", body = super::openapi::Error),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn create_role(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
     let caller = require(&req, &state, for_method(&req)).await?;
     let new: NewRole = json_body(&req, &body)?;
@@ -160,12 +212,33 @@ pub fn make_role(
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a created role is missing")))
 }
 
-#[derive(Deserialize)]
+/// A role's new description.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RoleChange {
+pub(crate) struct RoleChange {
     description: String,
 }
 
+/// Change a role's description
+///
+/// Built-in roles cannot be changed.
+#[utoipa::path(
+    patch,
+    path = "/admin/api/roles/{name}",
+    operation_id = "update_role",
+    tag = "roles",
+    params(("name" = String, Path, description = "The role's name.")),
+    request_body = RoleChange,
+    responses(
+        (status = 200, description = "The role, changed.", body = RoleSchema),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "A built-in role.", body = super::openapi::Error),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn update_role(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -202,6 +275,23 @@ async fn update_role(
     Ok(ok(&role_json(&role)))
 }
 
+/// Delete a role
+///
+/// Users and groups that held it lose it. Built-in roles cannot be deleted.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/roles/{name}",
+    operation_id = "delete_role",
+    tag = "roles",
+    params(("name" = String, Path, description = "The role's name.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "A built-in role.", body = super::openapi::Error),
+    ),
+)]
 async fn delete_role(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -227,6 +317,18 @@ async fn delete_role(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// List groups
+#[utoipa::path(
+    get,
+    path = "/admin/api/groups",
+    operation_id = "list_groups",
+    tag = "groups",
+    responses(
+        (status = 200, description = "Every group.", body = GroupList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn list_groups(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
     let st = state.clone();
@@ -236,6 +338,20 @@ async fn list_groups(req: HttpRequest, state: web::Data<AppState>) -> ApiResult 
     })))
 }
 
+/// Read a group
+#[utoipa::path(
+    get,
+    path = "/admin/api/groups/{name}",
+    operation_id = "get_group",
+    tag = "groups",
+    params(("name" = String, Path, description = "The group's name.")),
+    responses(
+        (status = 200, description = "The group, with its roles and members.", body = GroupSchema),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn get_group(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -253,15 +369,36 @@ async fn get_group(
     Ok(ok(&group_json(&group)))
 }
 
-#[derive(Deserialize)]
+/// A group to create.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewGroup {
+pub(crate) struct NewGroup {
+    #[schema(example = "finance")]
     name: String,
+    /// Empty when not given.
     description: Option<String>,
+    /// The roles its members get; each must exist.
     #[serde(default)]
     roles: Vec<String>,
 }
 
+/// Create a group
+#[utoipa::path(
+    post,
+    path = "/admin/api/groups",
+    operation_id = "create_group",
+    tag = "groups",
+    request_body = NewGroup,
+    responses(
+        (status = 201, description = "The group, created.", body = GroupSchema,
+            headers(("Location" = String, description = "The group's address."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "A group of that name exists.", body = super::openapi::Error),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn create_group(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
     let caller = require(&req, &state, for_method(&req)).await?;
     let new: NewGroup = json_body(&req, &body)?;
@@ -291,13 +428,34 @@ async fn create_group(req: HttpRequest, state: web::Data<AppState>, body: web::B
     ))
 }
 
-#[derive(Deserialize)]
+/// What to change in a group; a field left out is kept.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GroupChange {
+pub(crate) struct GroupChange {
     description: Option<String>,
+    /// The group's roles, replaced whole.
     roles: Option<Vec<String>>,
 }
 
+/// Change a group
+///
+/// Replaces its description or its roles, or both.
+#[utoipa::path(
+    patch,
+    path = "/admin/api/groups/{name}",
+    operation_id = "update_group",
+    tag = "groups",
+    params(("name" = String, Path, description = "The group's name.")),
+    request_body = GroupChange,
+    responses(
+        (status = 200, description = "The group, changed.", body = GroupSchema),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn update_group(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -343,6 +501,22 @@ async fn update_group(
     Ok(ok(&group_json(&group)))
 }
 
+/// Delete a group
+///
+/// Its members lose the roles they held through it.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/groups/{name}",
+    operation_id = "delete_group",
+    tag = "groups",
+    params(("name" = String, Path, description = "The group's name.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn delete_group(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -397,6 +571,25 @@ async fn membership(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Add a member to a group
+///
+/// 204 whether or not they were a member already.
+#[utoipa::path(
+    put,
+    path = "/admin/api/groups/{name}/members/{user}",
+    operation_id = "add_group_member",
+    tag = "groups",
+    params(
+        ("name" = String, Path, description = "The group's name."),
+        ("user" = String, Path, format = "uuid", description = "The user's id."),
+    ),
+    responses(
+        (status = 204, description = "They are a member."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn add_member(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -405,6 +598,25 @@ async fn add_member(
     membership(req, state, path, true).await
 }
 
+/// Remove a member from a group
+///
+/// 204 whether or not they were a member.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/groups/{name}/members/{user}",
+    operation_id = "remove_group_member",
+    tag = "groups",
+    params(
+        ("name" = String, Path, description = "The group's name."),
+        ("user" = String, Path, format = "uuid", description = "The user's id."),
+    ),
+    responses(
+        (status = 204, description = "They are not a member."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn remove_member(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -413,15 +625,35 @@ async fn remove_member(
     membership(req, state, path, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UserPage {
-    /// Part of a username, e-mail address or display name.
+    /// Part of a username, e-mail address or display name, in any case (at most 200 bytes).
     filter: Option<String>,
+    /// The `next_after` of the page before: users whose username sorts after this one.
     after: Option<String>,
+    /// How many users, 1 to 500 (a larger number is capped); 50 when not given.
+    #[param(minimum = 1)]
     limit: Option<u32>,
 }
 
+/// List users
+///
+/// Users ordered by username, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/admin/api/users",
+    operation_id = "list_users",
+    tag = "users",
+    params(UserPage),
+    responses(
+        (status = 200, description = "A page of users.", body = UserList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn list_users(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
     let page: UserPage = query(&req)?;
@@ -452,6 +684,22 @@ async fn list_users(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     })))
 }
 
+/// Read a user
+///
+/// The user, their effective roles, the roles given to them directly, and their groups.
+#[utoipa::path(
+    get,
+    path = "/admin/api/users/{id}",
+    operation_id = "get_user",
+    tag = "users",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user.", body = UserDetail),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn get_user(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -481,12 +729,35 @@ async fn get_user(
     Ok(ok(&body))
 }
 
-#[derive(Deserialize)]
+/// A user's own roles.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserRoles {
+pub(crate) struct UserRoles {
+    /// Each must exist.
     roles: Vec<String>,
 }
 
+/// Replace a user's roles
+///
+/// Sets the roles given to the user themselves; those from their groups stay. An
+/// administrator cannot remove `admin` from themselves.
+#[utoipa::path(
+    put,
+    path = "/admin/api/users/{id}/roles",
+    operation_id = "set_user_roles",
+    tag = "users",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    request_body = UserRoles,
+    responses(
+        (status = 200, description = "The user, with their effective roles.", body = UserSchema),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The caller would lose `admin`.", body = super::openapi::Error),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn set_user_roles(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -539,16 +810,37 @@ pub fn replace_user_roles(
     }
 }
 
-#[derive(Deserialize)]
+/// A service account to create.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewServiceAccount {
+pub(crate) struct NewServiceAccount {
+    #[schema(example = "deploy-bot")]
     username: String,
     display_name: Option<String>,
+    /// Its roles; each must exist.
     #[serde(default)]
     roles: Vec<String>,
 }
 
-/// A service account: a user who never signs in (no password) and acts through API keys.
+/// Create a service account
+///
+/// A user who never signs in (no password) and acts through API keys.
+#[utoipa::path(
+    post,
+    path = "/admin/api/service-accounts",
+    operation_id = "create_service_account",
+    tag = "users",
+    request_body = NewServiceAccount,
+    responses(
+        (status = 201, description = "The service account, created.", body = UserSchema,
+            headers(("Location" = String, description = "The user's address."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "The username is taken.", body = super::openapi::Error),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn create_service_account(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -8,6 +8,9 @@ use portcullis_core::rbac::Permission;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::openapi::{
+    BadRequest, Forbidden, SigningKeyList, SigningKeysRotated, Unauthorized, UnsupportedMediaType,
+};
 use super::{ApiError, ApiResult, Caller, blocking, for_method, json_body, ok, require};
 use crate::commands::key_json;
 use crate::state::AppState;
@@ -22,6 +25,20 @@ pub fn all(state: &AppState) -> Result<Vec<StoredKey>, ApiError> {
     Ok(state.key_maintenance.store.signing_keys()?)
 }
 
+/// List signing keys
+///
+/// Every signing key, oldest first: `kid`, `alg`, `state` and dates, never key material.
+#[utoipa::path(
+    get,
+    path = "/admin/api/signing-keys",
+    operation_id = "list_signing_keys",
+    tag = "signing-keys",
+    responses(
+        (status = 200, description = "Every signing key.", body = SigningKeyList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
     let st = state.clone();
@@ -31,11 +48,14 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Which signing keys to rotate, and how.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SigningKeyRotation)]
 pub struct Rotation {
-    /// The algorithms to rotate; all of them unless said.
+    /// The algorithms to rotate (`RS256`, `ES256`, `EdDSA`); all of them unless said.
     #[serde(default)]
+    #[schema(example = json!(["RS256"]))]
     pub algs: Vec<String>,
     /// Sign with the successors at once rather than after they have been published for a
     /// while: for a key that may have leaked. Relying parties that cached the JWKS may then
@@ -86,6 +106,29 @@ pub fn rotate_keys(
     Ok(changes)
 }
 
+/// Rotate signing keys
+///
+/// Publishes successors, which sign after the usual delay; with `now: true` they sign at once
+/// (for a key that may have leaked). This node reloads its keys at once, the others within
+/// `keys.reload_interval`. The body may be left out.
+#[utoipa::path(
+    post,
+    path = "/admin/api/signing-keys/rotate",
+    operation_id = "rotate_signing_keys",
+    tag = "signing-keys",
+    request_body(
+        content = ref("#/components/schemas/SigningKeyRotation"),
+        content_type = "application/json",
+        description = "May be left out: every algorithm, after the usual delay.",
+    ),
+    responses(
+        (status = 200, description = "What changed, and every signing key after it.", body = SigningKeysRotated),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn rotate(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
     let caller = require(&req, &state, Permission::AdminWrite).await?;
     let rotation: Rotation = if body.is_empty() {

@@ -12,6 +12,10 @@ use portcullis_core::users::{self, CreateUserError, UserRegistration};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
+use super::openapi::{
+    BadRequest, CreatedUser, Error, Forbidden, NotFound, PasswordSet, SessionList, SessionsEnded,
+    Unauthorized, UnsupportedMediaType, User as UserSchema,
+};
 use super::{
     API, ApiError, ApiResult, Caller, FieldErrors, blocking, created, find_user, for_method,
     json_body, ok, require, time, user_id, user_json, user_subject,
@@ -41,21 +45,29 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+/// A user to create.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewUser)]
 pub struct NewUserBody {
+    #[schema(example = "alice")]
     pub username: String,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub email: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub display_name: Option<String>,
     /// Absent: one is generated and shown once.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub password: Option<String>,
+    /// Their own roles; each must exist.
     #[serde(default)]
     pub roles: Vec<String>,
     /// Whether the password must be changed at the first sign-in; yes unless said.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub password_change_required: Option<bool>,
 }
 
@@ -130,6 +142,26 @@ pub fn create_user(
     })
 }
 
+/// Create a user
+///
+/// Without `password`, one is generated and returned once, as `password`; the user must
+/// change it at their first sign-in unless `password_change_required` is `false`.
+#[utoipa::path(
+    post,
+    path = "/admin/api/users",
+    operation_id = "create_user",
+    tag = "users",
+    request_body = NewUserBody,
+    responses(
+        (status = 201, description = "The user, created.", body = CreatedUser,
+            headers(("Location" = String, description = "The user's address."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "The username is taken.", body = Error),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
     let caller = require(&req, &state, Permission::AdminWrite).await?;
     let new: NewUserBody = json_body(&req, &body)?;
@@ -142,10 +174,13 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Byt
     Ok(created(&format!("{API}/users/{}", made.user.id), &body))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// What to change in a user's profile; a field left out is kept.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ProfileChange)]
 pub struct ProfileBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub username: Option<String>,
     /// `null` or `""` removes it.
     #[serde(default, deserialize_with = "nullable")]
@@ -206,6 +241,26 @@ pub fn change_profile(
     find_user(state, id)
 }
 
+/// Change a user's profile
+///
+/// Their `username`, `email` or `display_name`; `null` or `""` removes the last two.
+#[utoipa::path(
+    patch,
+    path = "/admin/api/users/{id}",
+    operation_id = "update_user",
+    tag = "users",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    request_body = ProfileBody,
+    responses(
+        (status = 200, description = "The user, changed.", body = UserSchema),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The username is taken.", body = Error),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 pub async fn update(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -272,10 +327,42 @@ async fn status_change(
     Ok(ok(&user_json(&user)))
 }
 
+/// Disable a user
+///
+/// They can no longer sign in, and every session and grant of theirs ends at once. Not
+/// oneself.
+#[utoipa::path(
+    post,
+    path = "/admin/api/users/{id}/disable",
+    operation_id = "disable_user",
+    tag = "users",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user, disabled.", body = UserSchema),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The caller cannot disable themselves.", body = Error),
+    ),
+)]
 async fn disable(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     status_change(req, state, id, UserStatus::Disabled).await
 }
 
+/// Enable a user
+#[utoipa::path(
+    post,
+    path = "/admin/api/users/{id}/enable",
+    operation_id = "enable_user",
+    tag = "users",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user, active.", body = UserSchema),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn enable(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     status_change(req, state, id, UserStatus::Active).await
 }
@@ -295,6 +382,24 @@ pub fn delete_user(state: &AppState, caller: &Caller, id: UserId) -> Result<(), 
     Ok(())
 }
 
+/// Delete a user
+///
+/// Deletes them with their sessions, grants (so their tokens), consents and keys. Not
+/// oneself.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/users/{id}",
+    operation_id = "delete_user",
+    tag = "users",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The caller cannot delete themselves.", body = Error),
+    ),
+)]
 pub async fn delete(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -307,14 +412,17 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A new password for a user.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordReset {
     /// Absent: one is generated and shown once.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub password: Option<String>,
     /// Whether it must be changed at the next sign-in; yes unless said.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub password_change_required: Option<bool>,
 }
 
@@ -358,6 +466,31 @@ pub fn set_password(
         .then(|| password.reveal().to_owned()))
 }
 
+/// Set a user's password
+///
+/// Sets `password`, or, without a body or without `password`, generates one and returns it
+/// once. Every session and grant of theirs ends. A service account has no password.
+#[utoipa::path(
+    post,
+    path = "/admin/api/users/{id}/password",
+    operation_id = "set_user_password",
+    tag = "users",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    request_body(
+        content = ref("#/components/schemas/PasswordReset"),
+        content_type = "application/json",
+        description = "May be left out: a password is then generated.",
+    ),
+    responses(
+        (status = 200, description = "The password is set.", body = PasswordSet),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "A service account, which has no password.", body = Error),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 async fn reset_password(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -395,6 +528,22 @@ pub fn remove_totp(state: &AppState, caller: &Caller, id: UserId) -> Result<User
     find_user(state, id)
 }
 
+/// Turn off a user's two-step verification
+///
+/// Removes their TOTP secret and recovery codes; they can enrol again.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/users/{id}/totp",
+    operation_id = "reset_user_totp",
+    tag = "users",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user, without a second factor.", body = UserSchema),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn reset_totp(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -418,6 +567,22 @@ pub fn session_json(s: &Session) -> serde_json::Value {
     })
 }
 
+/// List a user's sessions
+///
+/// Their signed-in sessions: when and how they signed in, never a token.
+#[utoipa::path(
+    get,
+    path = "/admin/api/users/{id}/sessions",
+    operation_id = "list_user_sessions",
+    tag = "sessions",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    responses(
+        (status = 200, description = "Their sessions.", body = SessionList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn sessions(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -456,6 +621,22 @@ pub fn end_sessions(
         .end_sessions(id, which, state.clock.now(), &event)?)
 }
 
+/// End all of a user's sessions
+///
+/// The grants made in them are revoked too.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/users/{id}/sessions",
+    operation_id = "end_user_sessions",
+    tag = "sessions",
+    params(("id" = String, Path, format = "uuid", description = "The user's id.")),
+    responses(
+        (status = 200, description = "How many sessions ended.", body = SessionsEnded),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn end_all_sessions(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -468,6 +649,25 @@ async fn end_all_sessions(
     Ok(ok(&json!({ "ended": ended })))
 }
 
+/// End one of a user's sessions
+///
+/// The grants made in it are revoked too.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/users/{id}/sessions/{session}",
+    operation_id = "end_user_session",
+    tag = "sessions",
+    params(
+        ("id" = String, Path, format = "uuid", description = "The user's id."),
+        ("session" = String, Path, description = "The session's id."),
+    ),
+    responses(
+        (status = 204, description = "The session ended."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+)]
 async fn end_session(
     req: HttpRequest,
     state: web::Data<AppState>,
