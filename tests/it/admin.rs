@@ -870,6 +870,86 @@ async fn admin_json_is_parsed_strictly_and_nothing_is_half_written() {
         .await;
         assert_eq!(got, status, "{query}: {res}");
     }
+    // `null` is not "absent"; stray query parameters and unknown formats are refused too.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/roles",
+            Some(json!({ "name": "r1", "description": null })),
+        ),
+        (
+            Method::POST,
+            "/groups",
+            Some(json!({ "name": "g2", "description": null })),
+        ),
+        (
+            Method::POST,
+            "/service-accounts",
+            Some(json!({ "username": "svc2", "display_name": null })),
+        ),
+        (Method::GET, "/roles?sort=name", None),
+        (Method::GET, "/groups?x=1", None),
+        (Method::GET, "/signing-keys?limit=1", None),
+        (Method::GET, "/me?x=1", None),
+        (Method::GET, "/audit/export?format=csv", None),
+    ] {
+        let (status, res) = call(&app, Some(&root.key_rw), method.clone(), path, body).await;
+        assert_eq!(status, 400, "{method} {path}: {res}");
+    }
+    // A session reaches the API only with its same-site cookie: from this site (case 74).
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = raw.get(app.url("/login")).send().await.unwrap();
+    let anonymous = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = hidden(&page.text().await.unwrap(), "csrf_token");
+    let res = raw
+        .post(app.url("/login"))
+        .header("cookie", &anonymous)
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("return_to", "/"),
+            ("username", "root"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookies: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("portcullis_session="))
+        .unwrap();
+    let me = |cookie: String| {
+        let (raw, url) = (raw.clone(), app.url("/admin/api/me"));
+        async move {
+            raw.get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(me(session.clone()).await, 401, "the session cookie alone");
+    assert_eq!(
+        me(cookies.join("; ")).await,
+        200,
+        "with the same-site cookie"
+    );
     // Case 68: no password hash or TOTP secret in what the API shows of users.
     let (_, users) = call(&app, Some(&root.key_rw), Method::GET, "/users", None).await;
     let shown = users.to_string();

@@ -9,7 +9,7 @@ use portcullis_core::domain::{
     ClientAuthMethod, ClientName, GrantType, RedirectUri, ScopeSet, TierName,
 };
 use portcullis_core::model::{Client, TokenSettings};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::admin::FieldErrors;
 use crate::settings::RateLimits;
@@ -20,58 +20,58 @@ use crate::settings::RateLimits;
 #[serde(deny_unknown_fields)]
 pub struct ClientMetadata {
     /// The name people see on the consent page. Required for a new client.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false, example = "Billing")]
     pub client_name: Option<String>,
     /// Absolute, matched exactly, at most 2000 bytes, without a fragment, user information or
     /// `*`: `https`, `http` on a loopback address, or a private-use scheme with a dot
     /// (`com.example.app:/cb`). At most 20.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false, example = json!(["https://billing.example.com/callback"]))]
     pub redirect_uris: Option<Vec<String>>,
     /// Where the client may send people after signing out; the same rules as `redirect_uris`.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub post_logout_redirect_uris: Option<Vec<String>>,
     /// `authorization_code` and `refresh_token` unless said.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false, value_type = Option<Vec<crate::admin::openapi::GrantType>>)]
     pub grant_types: Option<Vec<String>>,
     /// Only `["code"]`, with the authorization code grant.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub response_types: Option<Vec<String>>,
     /// `client_secret_basic` unless said; `none` for a public client. Cannot change once
     /// registered.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false, value_type = Option<crate::admin::openapi::AuthMethod>)]
     pub token_endpoint_auth_method: Option<String>,
     /// The scopes it may ask for, space-separated; `openid profile email offline_access`
     /// unless said.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub scope: Option<String>,
     /// Skips the consent page. Not for a public client.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub first_party: Option<bool>,
     /// Puts the user's roles in its tokens.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub roles_claim: Option<bool>,
     /// A tier of `rate_limit.tiers`; `null` for the default.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::admin::nullable")]
     pub rate_limit_tier: Option<Option<String>>,
     /// Seconds, 1 to 86400.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false, minimum = 1, maximum = 86400)]
     pub access_token_ttl: Option<u64>,
     /// Seconds, 1 to 86400.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false, minimum = 1, maximum = 86400)]
     pub id_token_ttl: Option<u64>,
     /// Seconds, up to 400 days.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false, minimum = 1, maximum = 34560000)]
     pub refresh_token_ttl: Option<u64>,
 }
@@ -87,18 +87,6 @@ pub const SELF_SERVICE_FIELDS: [&str; 7] = [
     "token_endpoint_auth_method",
     "scope",
 ];
-
-/// A field that, when present, must hold a value (not `null`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
-/// A field where `null` means "none": absent is `None`, `null` is `Some(None)`.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
 
 /// Who is registering: an operator may set everything, a client registering itself only
 /// [`SELF_SERVICE_FIELDS`].

@@ -314,8 +314,11 @@ fn cut_short(error: &str, mut step: Step) -> (Result<Bytes, actix_web::Error>, S
 async fn export(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, Permission::AuditRead).await?;
     let mut filters: Filters = query(&req)?;
-    let as_array = matches!(filters.format.as_deref(), Some("json"));
-    filters.format = None;
+    let as_array = match filters.format.take().as_deref() {
+        None | Some("jsonl") => false,
+        Some("json") => true,
+        Some(_) => return Err(ApiError::field("format", "is jsonl or json")),
+    };
     if filters.limit.is_some() || filters.order.is_some() {
         return Err(ApiError::bad_request(
             "an export has every matching record, oldest first: limit and order do not apply",

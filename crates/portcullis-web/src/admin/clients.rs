@@ -359,6 +359,7 @@ pub(crate) struct Rotation {
     /// How long the previous secret keeps working, in seconds: 24 hours unless said, at most
     /// 30 days; 0 ends it now.
     #[schema(maximum = 2592000, example = 86400)]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     overlap_seconds: Option<u64>,
 }
 

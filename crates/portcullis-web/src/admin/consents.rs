@@ -41,6 +41,7 @@ pub fn consent_json(c: &Consent) -> serde_json::Value {
 )]
 async fn list(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
+    let _: super::NoQuery = super::query(&req)?;
     let id = user_id(&id)?;
     let st = state.clone();
     let consents = blocking(move || {

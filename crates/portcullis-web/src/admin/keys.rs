@@ -144,6 +144,7 @@ pub(crate) struct NewKeyRequest {
     scopes: Vec<String>,
     /// Seconds from now, at most ten years; none: the key does not expire.
     #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     expires_in: Option<u64>,
 }
 

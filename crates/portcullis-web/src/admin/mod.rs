@@ -390,6 +390,10 @@ async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Result<
             "a change made with a session must come from this site",
         ));
     }
+    // A session reaches the API only with its SameSite=Strict companion cookie: from this site.
+    let same_site = cookie
+        .as_deref()
+        .is_some_and(|t| session::same_site_ok(req, state, t));
     let st = state.clone();
     let found = blocking(
         move || -> Result<Option<(User, Permissions, Via)>, ApiError> {
@@ -431,6 +435,10 @@ async fn authenticate(req: &HttpRequest, state: &web::Data<AppState>) -> Result<
                         )
                     }))
                 }
+                (None, Some(_)) if !same_site => Err(ApiError::unauthorized(
+                    "a session reaches the admin API only from this site; send an API key or access token otherwise",
+                    false,
+                )),
                 (None, Some(token)) => {
                     let Some(session) =
                         session::signed_in(&st, &token).map_err(ApiError::internal)?
@@ -520,6 +528,27 @@ pub fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<
         .map_err(|e| ApiError::bad_request(format!("the body is not valid: {e}")))?;
     Ok(value)
 }
+
+/// For `#[serde(default, deserialize_with = "crate::admin::present")]` on an `Option`: a
+/// field that, when present, must hold a value; `null` is refused, not taken as absent.
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// For an `Option<Option<T>>` where `null` clears: absent is `None`, `null` is `Some(None)`.
+pub fn nullable<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// A query string that must be empty: for lists without parameters, so that a stray one
+/// (`?sort=`) is a 400 as everywhere else.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
 
 /// Query parameters parsed into `T` (whose unknown fields are refused).
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
@@ -629,6 +658,7 @@ pub fn ok(body: &serde_json::Value) -> HttpResponse {
 async fn me(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     // Any admin permission will do: the answer says which ones.
     let caller = authenticate(&req, &state).await?;
+    let _: NoQuery = query(&req)?;
     let caller = if caller.permissions.contains(Permission::AdminRead) {
         caller
     } else {

@@ -114,6 +114,7 @@ fn path_group(raw: &str) -> Result<GroupName, ApiError> {
 )]
 async fn list_roles(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
+    let _: super::NoQuery = super::query(&req)?;
     let st = state.clone();
     let roles = blocking(move || Ok(st.roles.list_roles()?)).await?;
     Ok(ok(&json!({
@@ -159,6 +160,7 @@ pub(crate) struct NewRole {
     #[schema(example = "billing")]
     name: String,
     /// Empty when not given.
+    #[serde(default, deserialize_with = "crate::admin::present")]
     description: Option<String>,
 }
 
@@ -331,6 +333,7 @@ async fn delete_role(
 )]
 async fn list_groups(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
+    let _: super::NoQuery = super::query(&req)?;
     let st = state.clone();
     let groups = blocking(move || Ok(st.roles.list_groups()?)).await?;
     Ok(ok(&json!({
@@ -376,6 +379,7 @@ pub(crate) struct NewGroup {
     #[schema(example = "finance")]
     name: String,
     /// Empty when not given.
+    #[serde(default, deserialize_with = "crate::admin::present")]
     description: Option<String>,
     /// The roles its members get; each must exist.
     #[serde(default)]
@@ -432,8 +436,10 @@ async fn create_group(req: HttpRequest, state: web::Data<AppState>, body: web::B
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GroupChange {
+    #[serde(default, deserialize_with = "crate::admin::present")]
     description: Option<String>,
     /// The group's roles, replaced whole.
+    #[serde(default, deserialize_with = "crate::admin::present")]
     roles: Option<Vec<String>>,
 }
 
@@ -816,6 +822,7 @@ pub fn replace_user_roles(
 pub(crate) struct NewServiceAccount {
     #[schema(example = "deploy-bot")]
     username: String,
+    #[serde(default, deserialize_with = "crate::admin::present")]
     display_name: Option<String>,
     /// Its roles; each must exist.
     #[serde(default)]
@@ -870,19 +877,16 @@ async fn create_service_account(
             password_change_required: false,
             created_at: now,
         };
-        st.users.create_user(&user, &roles)?;
-        crate::audit::record(
-            &st,
-            caller.event(
-                "user.created",
-                user_subject(user.id),
-                json!({
-                    "username": user.username.as_str(),
-                    "service_account": true,
-                    "roles": roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
-                }),
-            ),
+        let event = caller.event(
+            "user.created",
+            user_subject(user.id),
+            json!({
+                "username": user.username.as_str(),
+                "service_account": true,
+                "roles": roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+            }),
         );
+        st.users.create_user_recorded(&user, &roles, &event)?;
         find_user(&st, user.id)
     })
     .await?;

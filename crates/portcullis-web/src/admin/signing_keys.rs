@@ -41,6 +41,7 @@ pub fn all(state: &AppState) -> Result<Vec<StoredKey>, ApiError> {
 )]
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
+    let _: super::NoQuery = super::query(&req)?;
     let st = state.clone();
     let keys = blocking(move || all(&st)).await?;
     Ok(ok(&json!({

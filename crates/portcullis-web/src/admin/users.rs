@@ -9,7 +9,7 @@ use portcullis_core::model::{NewUser, RoleName, User, UserId, UserStatus};
 use portcullis_core::password::Password;
 use portcullis_core::rbac::Permission;
 use portcullis_core::users::{self, CreateUserError, UserRegistration};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::openapi::{
@@ -35,16 +35,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/users/{id}/sessions/{session}").delete(end_session));
 }
 
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// A user to create.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -52,21 +42,21 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 pub struct NewUserBody {
     #[schema(example = "alice")]
     pub username: String,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub email: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub display_name: Option<String>,
     /// Absent: one is generated and shown once.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub password: Option<String>,
     /// Their own roles; each must exist.
     #[serde(default)]
     pub roles: Vec<String>,
     /// Whether the password must be changed at the first sign-in; yes unless said.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub password_change_required: Option<bool>,
 }
@@ -179,13 +169,13 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Byt
 #[serde(deny_unknown_fields)]
 #[schema(as = ProfileChange)]
 pub struct ProfileBody {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub username: Option<String>,
     /// `null` or `""` removes it.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::admin::nullable")]
     pub email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::admin::nullable")]
     pub display_name: Option<Option<String>>,
 }
 
@@ -417,11 +407,11 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct PasswordReset {
     /// Absent: one is generated and shown once.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub password: Option<String>,
     /// Whether it must be changed at the next sign-in; yes unless said.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::admin::present")]
     #[schema(nullable = false)]
     pub password_change_required: Option<bool>,
 }
@@ -589,6 +579,7 @@ async fn sessions(
     id: web::Path<String>,
 ) -> ApiResult {
     require(&req, &state, for_method(&req)).await?;
+    let _: super::NoQuery = super::query(&req)?;
     let id = user_id(&id)?;
     let st = state.clone();
     let sessions = blocking(move || {
