@@ -11,7 +11,7 @@ use portcullis_core::rbac::Permission;
 
 use super::{
     Admin, Form, FormErrors, Page, admin_for_get, admin_for_post, api_error, blocking, notice,
-    span, when,
+    posted, span, viewed, when,
 };
 use crate::admin::clients as api;
 use crate::client_metadata::{ClientMetadata, Registrar};
@@ -422,12 +422,9 @@ use crate::admin::ApiError;
 use crate::errors::InternalError;
 
 async fn show(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Page {
-    let admin = match admin_for_get(&req, &state, Permission::AdminRead).await? {
-        Ok(a) => a,
+    let (admin, id) = match viewed(&req, &state, Permission::AdminRead, &id, client_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = client_id(&id) else {
-        return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
     match find(&state, id).await? {
         Ok((client, secrets)) => Ok(client_page(&req, &admin, &client, &secrets, None)),
@@ -436,12 +433,9 @@ async fn show(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String
 }
 
 async fn edit(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Page {
-    let admin = match admin_for_get(&req, &state, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (admin, id) = match viewed(&req, &state, Permission::AdminWrite, &id, client_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = client_id(&id) else {
-        return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
     match find(&state, id).await? {
         Ok((client, _)) => Ok(form_page(
@@ -461,13 +455,9 @@ async fn update(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Page {
-    let form = Form::parse(&body);
-    let admin = match admin_for_post(&req, &state, &form, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (form, admin, id) = match posted(&req, &state, &body, &id, client_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = client_id(&id) else {
-        return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
     let values = ClientFormValues::of_form(&form);
     let metadata = values.metadata(&form);
@@ -499,13 +489,9 @@ async fn rotate(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Page {
-    let form = Form::parse(&body);
-    let admin = match admin_for_post(&req, &state, &form, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (form, admin, id) = match posted(&req, &state, &body, &id, client_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = client_id(&id) else {
-        return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
     let overlap = match form.text("overlap_seconds").parse::<u64>() {
         Ok(secs) if secs <= 30 * 86_400 => Duration::from_secs(secs),
@@ -552,12 +538,9 @@ async fn confirm_delete(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Page {
-    let admin = match admin_for_get(&req, &state, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (admin, id) = match viewed(&req, &state, Permission::AdminWrite, &id, client_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = client_id(&id) else {
-        return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
     let client = match find(&state, id).await? {
         Ok((c, _)) => c,
@@ -587,13 +570,9 @@ async fn delete(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Page {
-    let form = Form::parse(&body);
-    let admin = match admin_for_post(&req, &state, &form, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (_, admin, id) = match posted(&req, &state, &body, &id, client_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = client_id(&id) else {
-        return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
     let st = state.clone();
     let caller = admin.caller.clone();

@@ -82,6 +82,45 @@ pub async fn admin_for_post(
     }
 }
 
+/// The form, administrator and object of a post to an object's page (its id parsed by
+/// `parse`), or the response that refuses it: the CSRF check first, then a 404 for an id
+/// that cannot be one.
+pub async fn posted<T>(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    body: &[u8],
+    raw_id: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Result<(Form, Admin, T), HttpResponse>, InternalError> {
+    let form = Form::parse(body);
+    let admin = match admin_for_post(req, state, &form, Permission::AdminWrite).await? {
+        Ok(a) => a,
+        Err(res) => return Ok(Err(res)),
+    };
+    Ok(match parse(raw_id) {
+        Some(id) => Ok((form, admin, id)),
+        None => Err(error_response(req, StatusCode::NOT_FOUND)),
+    })
+}
+
+/// The administrator and object of a GET of an object's page, or the response that refuses it.
+pub async fn viewed<T>(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    needed: Permission,
+    raw_id: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Result<(Admin, T), HttpResponse>, InternalError> {
+    let admin = match admin_for_get(req, state, needed).await? {
+        Ok(a) => a,
+        Err(res) => return Ok(Err(res)),
+    };
+    Ok(match parse(raw_id) {
+        Some(id) => Ok((admin, id)),
+        None => Err(error_response(req, StatusCode::NOT_FOUND)),
+    })
+}
+
 fn to_login(req: &HttpRequest) -> HttpResponse {
     let here = match req.query_string() {
         "" => req.path().to_owned(),

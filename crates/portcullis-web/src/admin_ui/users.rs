@@ -11,7 +11,7 @@ use portcullis_core::rbac::Permission;
 use super::clients::ConfirmPage;
 use super::{
     Admin, Form, FormErrors, Page, admin_for_get, admin_for_post, api_error, blocking, notice,
-    reauthenticate, when,
+    posted, reauthenticate, viewed, when,
 };
 use crate::admin::users as api;
 use crate::admin::{ApiError, find_user};
@@ -397,12 +397,9 @@ async fn load(
 }
 
 async fn show(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Page {
-    let admin = match admin_for_get(&req, &state, Permission::AdminRead).await? {
-        Ok(a) => a,
+    let (admin, id) = match viewed(&req, &state, Permission::AdminRead, &id, user_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = user_id(&id) else {
-        return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
     match load(&state, id).await? {
         Ok(user) => user_page(&req, &state, &admin, user, None).await,
@@ -421,13 +418,9 @@ async fn change<T: Send + 'static>(
     + Send
     + 'static,
 ) -> Page {
-    let form = Form::parse(body);
-    let admin = match admin_for_post(req, state, &form, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (form, admin, id) = match posted(req, state, body, raw_id, user_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = user_id(raw_id) else {
-        return Ok(error_response(req, StatusCode::NOT_FOUND));
     };
     let st = state.clone();
     let caller = admin.caller.clone();
@@ -505,13 +498,9 @@ async fn password(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Page {
-    let form = Form::parse(&body);
-    let admin = match admin_for_post(&req, &state, &form, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (_, admin, id) = match posted(&req, &state, &body, &id, user_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = user_id(&id) else {
-        return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
     let st = state.clone();
     let caller = admin.caller.clone();
@@ -611,13 +600,9 @@ async fn delete(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Page {
-    let form = Form::parse(&body);
-    let admin = match admin_for_post(&req, &state, &form, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (_, admin, id) = match posted(&req, &state, &body, &id, user_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = user_id(&id) else {
-        return Ok(error_response(&req, StatusCode::NOT_FOUND));
     };
     let st = state.clone();
     let caller = admin.caller.clone();
@@ -639,12 +624,9 @@ async fn confirm(
     button: &str,
     reauth: bool,
 ) -> Page {
-    let admin = match admin_for_get(req, state, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (admin, id) = match viewed(req, state, Permission::AdminWrite, raw_id, user_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = user_id(raw_id) else {
-        return Ok(error_response(req, StatusCode::NOT_FOUND));
     };
     let user = match load(state, id).await? {
         Ok(u) => u,
@@ -677,13 +659,9 @@ async fn sensitive(
     done: &str,
     act: impl FnOnce(&AppState, &crate::admin::Caller, UserId) -> Result<(), ApiError> + Send + 'static,
 ) -> Page {
-    let form = Form::parse(body);
-    let admin = match admin_for_post(req, state, &form, Permission::AdminWrite).await? {
-        Ok(a) => a,
+    let (form, admin, id) = match posted(req, state, body, raw_id, user_id).await? {
+        Ok(found) => found,
         Err(res) => return Ok(res),
-    };
-    let Some(id) = user_id(raw_id) else {
-        return Ok(error_response(req, StatusCode::NOT_FOUND));
     };
     if !reauthenticate(state, &admin, form.get("reauth")).await? {
         return Ok(crate::errors::error_page(
