@@ -107,7 +107,8 @@ impl Pruner {
         prune_older_than(self.store.as_ref(), self.clock.now(), self.retention, actor)
     }
 
-    pub async fn run(self) {
+    /// Prunes every `interval` until `stop` changes; a pass in flight is finished first.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         // The first pass waits one interval: nothing is due at start-up, and a pass in flight
         // when the process exits would leave a database connection half-closed.
         let mut every =
@@ -115,7 +116,10 @@ impl Pruner {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let me = std::sync::Arc::new(self);
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return,
+            }
             let pass = me.clone();
             match tokio::task::spawn_blocking(move || pass.prune("system")).await {
                 Ok(Ok(0)) => {}

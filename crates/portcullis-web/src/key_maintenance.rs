@@ -95,12 +95,17 @@ impl KeyMaintenance {
         }
     }
 
-    /// Runs [`Self::tick`] every `interval`, on a blocking thread, until the task is dropped.
-    pub async fn run(self) {
+    /// Runs [`Self::tick`] every `interval`, on a blocking thread, until `stop` changes; a
+    /// tick in flight is finished first, so the process never exits with a database
+    /// connection in use on another thread.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut every = tokio::time::interval(self.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return,
+            }
             let me = self.clone();
             match tokio::task::spawn_blocking(move || me.tick()).await {
                 Ok(Ok(())) => {}

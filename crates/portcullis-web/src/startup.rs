@@ -245,8 +245,9 @@ impl Application {
             certificate,
             ..
         } = self;
-        let schedule = tokio::spawn(maintenance.run());
-        let pruning = pruner.map(|p| tokio::spawn(p.run()));
+        let (stop_background, stopped) = tokio::sync::watch::channel(false);
+        let schedule = tokio::spawn(maintenance.run(stopped.clone()));
+        let pruning = pruner.map(|p| tokio::spawn(p.run(stopped)));
         let handle = server.handle();
         tokio::spawn(async move {
             loop {
@@ -270,9 +271,12 @@ impl Application {
             }
         });
         let served = server.await;
-        schedule.abort();
+        // Let the background work finish what it is doing, rather than exit under it: a
+        // database connection in use on another thread at exit can crash the process.
+        let _ = stop_background.send(true);
+        let _ = schedule.await;
         if let Some(pruning) = pruning {
-            pruning.abort();
+            let _ = pruning.await;
         }
         served
     }
