@@ -19,12 +19,12 @@ pub(crate) struct Rp {
     pub(crate) secret: Option<String>,
 }
 
-struct Pkce {
-    verifier: String,
+pub(crate) struct Pkce {
+    pub(crate) verifier: String,
     challenge: String,
 }
 
-fn pkce() -> Pkce {
+pub(crate) fn pkce() -> Pkce {
     let verifier = URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
         + &URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -34,7 +34,7 @@ fn pkce() -> Pkce {
     }
 }
 
-fn web_client(app: &TestApp, name: &str) -> Rp {
+pub(crate) fn web_client(app: &TestApp, name: &str) -> Rp {
     let (id, secret) = app.register(
         name,
         &[GrantType::AuthorizationCode, GrantType::RefreshToken],
@@ -44,7 +44,7 @@ fn web_client(app: &TestApp, name: &str) -> Rp {
     Rp { id, secret }
 }
 
-fn authorize_url(app: &TestApp, rp: &Rp, pkce: &Pkce, extra: &[(&str, &str)]) -> String {
+pub(crate) fn authorize_url(app: &TestApp, rp: &Rp, pkce: &Pkce, extra: &[(&str, &str)]) -> String {
     scoped_authorize_url(app, rp, pkce, "openid profile email offline_access", extra)
 }
 
@@ -72,7 +72,7 @@ fn scoped_authorize_url(
 
 /// The browser's path from an authorization request to the code, through the login and
 /// consent forms. Returns the final redirect to the client.
-async fn sign_in_and_allow(app: &TestApp, start: &str, user: &str) -> String {
+pub(crate) async fn sign_in_and_allow(app: &TestApp, start: &str, user: &str) -> String {
     let res = app.http.get(start).send().await.unwrap();
     assert_eq!(res.status(), 303, "not signed in: to the login page");
     let login = location(&res);
@@ -139,7 +139,12 @@ async fn sign_in_and_allow(app: &TestApp, start: &str, user: &str) -> String {
     location(&res)
 }
 
-async fn exchange(app: &TestApp, rp: &Rp, code: &str, verifier: &str) -> reqwest::Response {
+pub(crate) async fn exchange(
+    app: &TestApp,
+    rp: &Rp,
+    code: &str,
+    verifier: &str,
+) -> reqwest::Response {
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code),

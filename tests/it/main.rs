@@ -24,6 +24,7 @@ mod helpers;
 mod keys;
 mod limits;
 mod oauth;
+mod observability;
 mod openapi;
 mod registration;
 mod rotation;

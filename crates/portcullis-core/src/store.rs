@@ -217,6 +217,17 @@ pub trait GrantStore: Send + Sync {
 /// Whether the database answers; `/readyz` asks.
 pub trait HealthCheck: Send + Sync {
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// How the connection pool is used, for monitoring.
+    fn pool_use(&self) -> PoolUse;
+}
+
+/// Connections of the pool: open (idle or in use), idle, and the most it may open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolUse {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 /// A user's second factor: the sealed TOTP secret, the last step used, recovery codes.

@@ -251,6 +251,16 @@ impl Database {
         self.pool.get()
     }
 
+    /// The pool's connections: open, idle, and the most it may open.
+    pub fn pool_use(&self) -> portcullis_core::store::PoolUse {
+        let state = self.pool.state();
+        portcullis_core::store::PoolUse {
+            open: state.connections,
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
+    }
+
     /// Applies pending migrations and returns their versions. On PostgreSQL an advisory lock
     /// keeps nodes that start together from running them twice.
     pub fn migrate(&self) -> Result<Vec<String>, OpenError> {

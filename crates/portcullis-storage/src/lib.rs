@@ -55,6 +55,10 @@ impl HealthCheck for DieselStore {
     fn ping(&self) -> Result<(), StoreError> {
         db::ping(&mut *self.conn()?).map_err(error::from_diesel)
     }
+
+    fn pool_use(&self) -> portcullis_core::store::PoolUse {
+        self.database().pool_use()
+    }
 }
 
 /// The stores as trait objects, for composition in the web crate.

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod errors;
 pub mod key_maintenance;
 pub mod master_key;
+pub mod metrics;
 pub mod pages;
 pub mod paths;
 pub mod rate_limit;

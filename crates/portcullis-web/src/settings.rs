@@ -36,6 +36,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub audit: AuditSettings,
     pub registration: RegistrationSettings,
+    pub metrics: MetricsSettings,
 }
 
 /// The settings as `config check` shows them, secrets redacted: for `Debug` too, so that no
@@ -221,6 +222,16 @@ pub struct RegistrationSettings {
     pub initial_access_token: Option<String>,
 }
 debug_as_json!(RegistrationSettings);
+
+/// Prometheus metrics at `/metrics`, for a scraper that sends the token as a bearer token.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// At least 32 characters; unset: no `/metrics` endpoint.
+    #[serde(deserialize_with = "lenient_string", serialize_with = "redacted")]
+    pub token: Option<String>,
+}
+debug_as_json!(MetricsSettings);
 
 /// How long the audit trail keeps its records.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -447,6 +458,8 @@ pub struct Config {
     pub audit_prune_interval: Duration,
     /// Dynamic registration: the initial access token's hash, when enabled.
     pub registration: Option<portcullis_core::secret::TokenHash>,
+    /// The hash of `/metrics`'s bearer token; `None`: no metrics endpoint.
+    pub metrics_token: Option<portcullis_core::secret::TokenHash>,
 }
 
 /// The rate limits, parsed.
@@ -723,6 +736,15 @@ impl Config {
                 return Err(invalid("audit.prune_interval", "must be at least 1s"));
             } else {
                 s.audit.prune_interval.duration()
+            },
+            metrics_token: match &s.metrics.token {
+                None => None,
+                Some(token) if token.trim().len() >= 32 => {
+                    Some(portcullis_core::secret::TokenHash::of(token.trim()))
+                }
+                Some(_) => {
+                    return Err(invalid("metrics.token", "must have at least 32 characters"));
+                }
             },
             registration: match (
                 &s.registration.enabled,

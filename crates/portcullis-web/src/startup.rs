@@ -150,6 +150,8 @@ impl Application {
             keys: maintenance.keys.clone(),
             key_maintenance: maintenance.clone(),
             registration: config.registration.clone(),
+            metrics: Arc::default(),
+            metrics_token: config.metrics_token.clone(),
             jwks_cache_control: HeaderValue::from_str(&format!(
                 "public, max-age={}",
                 config.jwks_max_age.as_secs()
@@ -189,6 +191,7 @@ impl Application {
                 .wrap(from_fn(refuse_oversized))
                 .wrap(security_headers(hsts.clone()))
                 .wrap(ErrorHandlers::new().default_handler(errors::replace_framework_errors))
+                .wrap(from_fn(crate::metrics::middleware))
                 .wrap(from_fn(request_id::middleware))
                 .configure(|cfg| routes::configure(cfg, max_body))
                 .default_service(web::to(not_found))

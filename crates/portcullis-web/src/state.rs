@@ -22,6 +22,10 @@ pub struct AppState {
     pub flow: Arc<dyn portcullis_core::flow::FlowStore>,
     /// The signing keys, reloaded by the key schedule.
     pub keys: Arc<KeySet>,
+    /// What is counted for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The hash of the bearer token `/metrics` asks for; no token: no endpoint.
+    pub metrics_token: Option<portcullis_core::secret::TokenHash>,
     /// Dynamic registration's initial access token (its hash), when registration is enabled.
     pub registration: Option<portcullis_core::secret::TokenHash>,
     /// The key schedule, for rotations an operator asks for.

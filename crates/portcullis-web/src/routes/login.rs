@@ -266,6 +266,7 @@ pub async fn submit(
             }
             _ => {
                 tracing::info!("sign-in refused");
+                st.metrics.login_failed("password");
                 // The same record whether the name exists or not; the typed name is kept
                 // (never the password) so that an operator sees what was tried.
                 audit::record(

@@ -27,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
     let authorize_query = || web::QueryConfig::default().error_handler(authorize::query_error);
     cfg.service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))
+        .service(web::resource("/metrics").get(crate::metrics::scrape))
         .service(web::resource("/").get(home::home))
         .service(web::resource("/static/portcullis.css").get(home::stylesheet))
         .service(web::resource(paths::METADATA).get(discovery::metadata))

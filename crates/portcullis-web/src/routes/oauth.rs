@@ -336,7 +336,11 @@ pub async fn token(
     })
     .await;
     after_refusal(&req, &state, &client_id, grant, &response).await;
-    let mut res = no_store(HttpResponse::Ok().json(response?));
+    let response = response?;
+    if let Some(grant) = grant {
+        state.metrics.token_issued(grant);
+    }
+    let mut res = no_store(HttpResponse::Ok().json(response));
     limit.write_headers(res.headers_mut());
     Ok(res)
 }

@@ -157,6 +157,7 @@ pub async fn submit(
         );
         if !accepted {
             tracing::info!(user = %user.id, "second factor refused");
+            st.metrics.login_failed("second_factor");
             return Ok(Checked::Wrong);
         }
         let stage = if user.password_change_required {
