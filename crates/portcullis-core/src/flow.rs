@@ -115,6 +115,22 @@ pub enum Redemption<T> {
     Invalid,
 }
 
+/// How many rows a purge removed, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub sessions: u64,
+    pub codes: u64,
+    pub refresh_tokens: u64,
+    pub revoked_tokens: u64,
+    pub grants: u64,
+}
+
+impl Purged {
+    pub fn total(&self) -> u64 {
+        self.sessions + self.codes + self.refresh_tokens + self.revoked_tokens + self.grants
+    }
+}
+
 /// Which of a user's sessions to end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sessions<'a> {
@@ -202,4 +218,15 @@ pub trait FlowStore: Send + Sync {
     fn grant_of_refresh_token(&self, hash: &TokenHash) -> Result<Option<Grant>, StoreError>;
 
     fn revoke_grant(&self, grant_id: &str, reason: &str, now: UnixTime) -> Result<(), StoreError>;
+
+    /// Removes, at most `batch` of each kind, what has outlived its use at `now`: expired
+    /// sessions, codes and refresh tokens, the ids of revoked access tokens that have expired
+    /// anyway, and grants that expired more than `grant_margin` ago (with what hangs off
+    /// them; the margin outlasts any access token issued under a grant).
+    fn purge_expired(
+        &self,
+        now: UnixTime,
+        grant_margin: std::time::Duration,
+        batch: u32,
+    ) -> Result<Purged, StoreError>;
 }

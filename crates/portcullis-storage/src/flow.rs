@@ -4,8 +4,8 @@ use diesel::prelude::*;
 use portcullis_core::UnixTime;
 use portcullis_core::domain::{ClientId, ScopeSet};
 use portcullis_core::flow::{
-    CodeRecord, Consent, FlowStore, Grant, Redemption, RefreshRecord, Session, SessionStage,
-    Sessions,
+    CodeRecord, Consent, FlowStore, Grant, Purged, Redemption, RefreshRecord, Session,
+    SessionStage, Sessions,
 };
 use portcullis_core::model::UserId;
 use portcullis_core::secret::TokenHash;
@@ -16,7 +16,9 @@ use crate::db::{DbConnection, write_tx};
 use crate::error::{
     TxError, corrupt, from_diesel, is_unique_violation, json_list, parse_list, user_id,
 };
-use crate::schema::{authorization_codes, consents, grants, login_sessions, refresh_tokens};
+use crate::schema::{
+    authorization_codes, consents, grants, login_sessions, refresh_tokens, revoked_tokens,
+};
 
 /// grant id, redirect URI, nonce, challenge, created, expires.
 type CodeRow = (String, String, Option<String>, Option<String>, i64, i64);
@@ -225,6 +227,78 @@ impl FlowStore for DieselStore {
             Ok::<_, diesel::result::Error>(u64::try_from(ended).unwrap_or(0))
         })
         .map_err(from_diesel)
+    }
+
+    fn purge_expired(
+        &self,
+        now: UnixTime,
+        grant_margin: std::time::Duration,
+        batch: u32,
+    ) -> Result<Purged, StoreError> {
+        let mut conn = self.conn()?;
+        let conn = &mut *conn;
+        let (now, limit) = (now.as_secs(), i64::from(batch));
+        let grants_before =
+            now.saturating_sub(i64::try_from(grant_margin.as_secs()).unwrap_or(i64::MAX));
+        // Each kind a batch of at most `limit` rows, so no lock is held for long.
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let ids: Vec<String> = login_sessions::table
+            .filter(login_sessions::expires_at.lt(now))
+            .select(login_sessions::id)
+            .limit(limit)
+            .load(conn)
+            .map_err(from_diesel)?;
+        let sessions =
+            diesel::delete(login_sessions::table.filter(login_sessions::id.eq_any(&ids)))
+                .execute(conn)
+                .map_err(from_diesel)?;
+        let ids: Vec<String> = authorization_codes::table
+            .filter(authorization_codes::expires_at.lt(now))
+            .select(authorization_codes::code_hash)
+            .limit(limit)
+            .load(conn)
+            .map_err(from_diesel)?;
+        let codes = diesel::delete(
+            authorization_codes::table.filter(authorization_codes::code_hash.eq_any(&ids)),
+        )
+        .execute(conn)
+        .map_err(from_diesel)?;
+        let ids: Vec<String> = refresh_tokens::table
+            .filter(refresh_tokens::expires_at.lt(now))
+            .select(refresh_tokens::token_hash)
+            .limit(limit)
+            .load(conn)
+            .map_err(from_diesel)?;
+        let refresh =
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::token_hash.eq_any(&ids)))
+                .execute(conn)
+                .map_err(from_diesel)?;
+        let ids: Vec<String> = revoked_tokens::table
+            .filter(revoked_tokens::expires_at.lt(now))
+            .select(revoked_tokens::jti)
+            .limit(limit)
+            .load(conn)
+            .map_err(from_diesel)?;
+        let revoked =
+            diesel::delete(revoked_tokens::table.filter(revoked_tokens::jti.eq_any(&ids)))
+                .execute(conn)
+                .map_err(from_diesel)?;
+        let ids: Vec<String> = grants::table
+            .filter(grants::expires_at.lt(grants_before))
+            .select(grants::id)
+            .limit(limit)
+            .load(conn)
+            .map_err(from_diesel)?;
+        let grants = diesel::delete(grants::table.filter(grants::id.eq_any(&ids)))
+            .execute(conn)
+            .map_err(from_diesel)?;
+        Ok(Purged {
+            sessions: count(sessions),
+            codes: count(codes),
+            refresh_tokens: count(refresh),
+            revoked_tokens: count(revoked),
+            grants: count(grants),
+        })
     }
 
     fn consented_scope(

@@ -943,6 +943,111 @@ fn updating_and_filtering_clients(db: TestDatabase) {
     assert_eq!(recorded(&f), ["client.created", "client.updated"]);
 }
 
+fn purging_removes_only_what_has_outlived_its_use(db: TestDatabase) {
+    use portcullis_core::flow::{
+        CodeRecord, FlowStore, Grant, RefreshRecord, Session, SessionStage,
+    };
+    use portcullis_core::store::GrantStore;
+    let f = open(db);
+    let user = new_user("ida");
+    f.store.create_user(&user, &[]).unwrap();
+    let c = client("Purged");
+    f.store.create_client(&c, None, None, None).unwrap();
+    let at = UnixTime::from_secs;
+    let session = |id: &str, expires: i64| Session {
+        id: id.into(),
+        token_hash: TokenHash::of(id),
+        user_id: None,
+        stage: SessionStage::Anonymous,
+        authenticated_at: None,
+        amr: vec![],
+        csrf_hash: TokenHash::of("csrf"),
+        created_at: at(1_000),
+        expires_at: at(expires),
+    };
+    f.store.create_session(&session("old", 1_500)).unwrap();
+    f.store.create_session(&session("live", 5_000)).unwrap();
+    let grant = |id: &str, expires: i64| Grant {
+        id: id.into(),
+        client_id: c.id.clone(),
+        user_id: user.id,
+        session_id: None,
+        scope: ScopeSet::parse("openid").unwrap(),
+        auth_time: at(1_000),
+        amr: vec![],
+        created_at: at(1_000),
+        expires_at: at(expires),
+    };
+    let code = |grant: &str, hash: &str, expires: i64| CodeRecord {
+        hash: TokenHash::of(hash),
+        grant_id: grant.into(),
+        redirect_uri: "https://rp1.test/cb".into(),
+        nonce: None,
+        code_challenge: String::new(),
+        created_at: at(1_000),
+        expires_at: at(expires),
+    };
+    // A grant long expired, one expired within the margin, one live.
+    f.store
+        .create_grant_with_code(&grant("gone", 1_200), &code("gone", "c1", 1_100))
+        .unwrap();
+    f.store
+        .create_grant_with_code(&grant("recent", 1_900), &code("recent", "c2", 1_100))
+        .unwrap();
+    f.store
+        .create_grant_with_code(&grant("live", 9_000), &code("live", "c3", 5_000))
+        .unwrap();
+    let refresh = |hash: &str, expires: i64| RefreshRecord {
+        hash: TokenHash::of(hash),
+        grant_id: "live".into(),
+        parent: None,
+        created_at: at(1_000),
+        expires_at: at(expires),
+    };
+    f.store.add_refresh_token(&refresh("r-old", 1_500)).unwrap();
+    f.store
+        .add_refresh_token(&refresh("r-live", 5_000))
+        .unwrap();
+    f.store.revoke_access_token("jti-old", at(1_500)).unwrap();
+    f.store.revoke_access_token("jti-live", at(5_000)).unwrap();
+
+    let now = at(2_000);
+    let margin = Duration::from_secs(500);
+    let purged = f.store.purge_expired(now, margin, 1000).unwrap();
+    assert_eq!(purged.sessions, 1);
+    assert_eq!(purged.codes, 2, "the two expired codes");
+    assert_eq!(purged.refresh_tokens, 1);
+    assert_eq!(purged.revoked_tokens, 1);
+    assert_eq!(purged.grants, 1, "only the grant expired beyond the margin");
+    assert!(f.store.is_access_token_revoked("jti-live").unwrap());
+    assert!(
+        !f.store.is_access_token_revoked("jti-old").unwrap(),
+        "it has expired anyway"
+    );
+    assert!(
+        f.store.is_grant_revoked("gone").unwrap(),
+        "a grant that is gone is revoked"
+    );
+    assert!(!f.store.is_grant_revoked("live").unwrap());
+    assert!(!f.store.is_grant_revoked("recent").unwrap());
+    assert!(
+        f.store
+            .find_session(&TokenHash::of("live"), now)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(f.store.purge_expired(now, margin, 1000).unwrap().total(), 0);
+    // Batches: at most `batch` of each kind per call.
+    for i in 0..5 {
+        f.store
+            .create_session(&session(&format!("s{i}"), 1_500))
+            .unwrap();
+    }
+    assert_eq!(f.store.purge_expired(now, margin, 2).unwrap().sessions, 2);
+    assert_eq!(f.store.purge_expired(now, margin, 2).unwrap().sessions, 2);
+    assert_eq!(f.store.purge_expired(now, margin, 2).unwrap().sessions, 1);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -986,6 +1091,7 @@ contract!(
     deleting_a_user_removes_what_they_hold,
     resetting_a_password_ends_sessions_and_requires_a_change,
     updating_and_filtering_clients,
+    purging_removes_only_what_has_outlived_its_use,
 );
 
 #[test]

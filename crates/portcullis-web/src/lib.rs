@@ -14,6 +14,7 @@ pub mod master_key;
 pub mod metrics;
 pub mod pages;
 pub mod paths;
+pub mod purge;
 pub mod rate_limit;
 pub mod request_id;
 pub(crate) mod routes;

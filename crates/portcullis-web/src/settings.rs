@@ -154,6 +154,8 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub connect_timeout: Seconds,
     pub sqlite_busy_timeout: Seconds,
+    /// How often each node removes expired sessions, codes, refresh tokens and revocations.
+    pub purge_interval: Seconds,
 }
 
 impl Default for DatabaseSettings {
@@ -163,6 +165,7 @@ impl Default for DatabaseSettings {
             max_connections: 8,
             connect_timeout: Seconds(5),
             sqlite_busy_timeout: Seconds(5),
+            purge_interval: Seconds(600),
         }
     }
 }
@@ -453,6 +456,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// `Strict-Transport-Security: max-age` on responses served over https.
     pub hsts_max_age: Duration,
+    /// How often expired rows are removed.
+    pub purge_interval: Duration,
     /// How long audit records are kept; `None`: for ever.
     pub audit_retention: Option<Duration>,
     pub audit_prune_interval: Duration,
@@ -731,6 +736,11 @@ impl Config {
             rate_limits,
             tls,
             hsts_max_age: s.server.hsts_max_age.duration(),
+            purge_interval: if s.database.purge_interval.0 == 0 {
+                return Err(invalid("database.purge_interval", "must be at least 1s"));
+            } else {
+                s.database.purge_interval.duration()
+            },
             audit_retention: (s.audit.retention.0 > 0).then(|| s.audit.retention.duration()),
             audit_prune_interval: if s.audit.prune_interval.0 == 0 {
                 return Err(invalid("audit.prune_interval", "must be at least 1s"));

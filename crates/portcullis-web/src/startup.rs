@@ -52,6 +52,7 @@ pub struct Application {
     stop_signals: StopSignals,
     maintenance: KeyMaintenance,
     pruner: Option<crate::audit::Pruner>,
+    purger: crate::purge::Purger,
     certificate: Option<Arc<tls::ReloadableCert>>,
 }
 
@@ -132,6 +133,11 @@ impl Application {
             tracing::info!(username = %admin.username, "created the initial administrator");
         }
 
+        let purger = crate::purge::Purger {
+            store: stores.flow.clone(),
+            clock: clock.clone(),
+            interval: config.purge_interval,
+        };
         let pruner = config
             .audit_retention
             .map(|retention| crate::audit::Pruner {
@@ -220,6 +226,7 @@ impl Application {
             stop_signals,
             maintenance,
             pruner,
+            purger,
             certificate,
         })
     }
@@ -245,11 +252,13 @@ impl Application {
             mut stop_signals,
             maintenance,
             pruner,
+            purger,
             certificate,
             ..
         } = self;
         let (stop_background, stopped) = tokio::sync::watch::channel(false);
         let schedule = tokio::spawn(maintenance.run(stopped.clone()));
+        let purging = tokio::spawn(purger.run(stopped.clone()));
         let pruning = pruner.map(|p| tokio::spawn(p.run(stopped)));
         let handle = server.handle();
         tokio::spawn(async move {
@@ -278,6 +287,7 @@ impl Application {
         // database connection in use on another thread at exit can crash the process.
         let _ = stop_background.send(true);
         let _ = schedule.await;
+        let _ = purging.await;
         if let Some(pruning) = pruning {
             let _ = pruning.await;
         }
