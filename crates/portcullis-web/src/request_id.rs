@@ -34,6 +34,9 @@ pub async fn middleware(
     // Generated here, never taken from the client: a client-chosen id could forge log lines.
     let id = RequestId(uuid::Uuid::now_v7());
     req.extensions_mut().insert(id);
+    // Probes and scrapes come every few seconds from every load balancer and orchestrator:
+    // their lines are debug, so they do not bury the rest.
+    let routine = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;
@@ -42,6 +45,12 @@ pub async fn middleware(
     }
     let status = res.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    span.in_scope(|| tracing::info!(status, micros, "served"));
+    span.in_scope(|| {
+        if routine && status < 500 {
+            tracing::debug!(status, micros, "served");
+        } else {
+            tracing::info!(status, micros, "served");
+        }
+    });
     Ok(res)
 }
