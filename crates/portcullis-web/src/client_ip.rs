@@ -68,13 +68,39 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[derive(Clone, Copy)]
 struct ClientIp(Option<IpAddr>);
 
-/// The proxies whose forwarding headers are believed.
+/// The one forwarding header the proxies set. Only it is read: a proxy that appends to
+/// `X-Forwarded-For` usually passes a client's own `Forwarded` through untouched, and the
+/// client would choose its address if that were believed (and the other way round).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            other => Err(format!(
+                "{other:?} is not a forwarding header; use \"x-forwarded-for\" or \"forwarded\""
+            )),
+        }
+    }
+}
+
+/// The proxies whose forwarding header is believed, and which header that is.
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(pub Vec<IpRange>);
+pub struct TrustedProxies {
+    pub ranges: Vec<IpRange>,
+    pub header: ForwardedHeader,
+}
 
 impl TrustedProxies {
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|r| r.contains(ip))
+        self.ranges.iter().any(|r| r.contains(ip))
     }
 
     /// The client's address, worked out once per request and kept in its extensions: the
@@ -95,7 +121,7 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return Some(peer);
         }
-        let mut chain = forwarded_chain(req);
+        let mut chain = forwarded_chain(req, self.header);
         // Walk back from the hop nearest to us; the first untrusted one is the client.
         while let Some(hop) = chain.pop() {
             if !self.trusts(hop) {
@@ -106,16 +132,16 @@ impl TrustedProxies {
     }
 }
 
-/// The addresses in `Forwarded` (RFC 7239) or, without it, `X-Forwarded-For`, client first.
-/// An unparsable entry ends the chain there: what is left of it cannot be trusted.
-fn forwarded_chain(req: &HttpRequest) -> Vec<IpAddr> {
+/// The addresses in the configured header, client first. An unparsable entry ends the chain
+/// there: what is left of it cannot be trusted.
+fn forwarded_chain(req: &HttpRequest, header: ForwardedHeader) -> Vec<IpAddr> {
     let headers = req.headers();
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
-        .filter_map(|v| v.to_str().ok())
-        .collect();
     let mut chain = Vec::new();
-    if !forwarded.is_empty() {
+    if header == ForwardedHeader::Forwarded {
+        let forwarded: Vec<&str> = headers
+            .get_all("forwarded")
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         for element in forwarded.iter().flat_map(|v| v.split(',')) {
             let for_value = element.split(';').find_map(|pair| {
                 let (k, v) = pair.trim().split_once('=')?;
@@ -180,8 +206,15 @@ mod tests {
 
     #[test]
     fn forwarding_headers_count_only_from_trusted_proxies() {
-        let trusted = TrustedProxies(vec![IpRange::parse("127.0.0.1").unwrap()]);
-        let from = |peer: &str, headers: &[(&str, &str)]| {
+        let xff = TrustedProxies {
+            ranges: vec![IpRange::parse("127.0.0.1").unwrap()],
+            header: ForwardedHeader::XForwardedFor,
+        };
+        let rfc = TrustedProxies {
+            header: ForwardedHeader::Forwarded,
+            ..xff.clone()
+        };
+        let with = |trusted: &TrustedProxies, peer: &str, headers: &[(&str, &str)]| {
             let mut req = TestRequest::default().peer_addr(format!("{peer}:5000").parse().unwrap());
             for (k, v) in headers {
                 req = req.insert_header((*k, *v));
@@ -191,6 +224,31 @@ mod tests {
                 .unwrap()
                 .to_string()
         };
+        let from = |peer: &str, headers: &[(&str, &str)]| with(&xff, peer, headers);
+        // Only the configured header: a client's own `Forwarded` passed through a proxy that
+        // sets X-Forwarded-For chooses nothing, and the other way round.
+        assert_eq!(
+            from(
+                "127.0.0.1",
+                &[
+                    ("forwarded", "for=6.6.6.6"),
+                    ("x-forwarded-for", "198.51.100.7")
+                ]
+            ),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            with(
+                &rfc,
+                "127.0.0.1",
+                &[
+                    ("forwarded", "for=198.51.100.8"),
+                    ("x-forwarded-for", "6.6.6.6")
+                ]
+            ),
+            "198.51.100.8"
+        );
+        let from_rfc = |peer: &str, headers: &[(&str, &str)]| with(&rfc, peer, headers);
         // An untrusted peer cannot choose its address.
         assert_eq!(
             from("203.0.113.5", &[("x-forwarded-for", "1.2.3.4")]),
@@ -202,14 +260,14 @@ mod tests {
             "198.51.100.7"
         );
         assert_eq!(
-            from(
+            from_rfc(
                 "127.0.0.1",
                 &[("forwarded", "for=\"[2001:db8::1]:443\";proto=https")]
             ),
             "2001:db8::1"
         );
         assert_eq!(
-            from("127.0.0.1", &[("forwarded", "for=198.51.100.9:4711")]),
+            from_rfc("127.0.0.1", &[("forwarded", "for=198.51.100.9:4711")]),
             "198.51.100.9"
         );
         // Nothing forwarded, or garbage: the proxy itself.

@@ -15,7 +15,7 @@ use portcullis_core::keys::MasterKey;
 use portcullis_core::password::Password;
 use portcullis_storage::{DatabaseUrl, PoolOptions};
 
-use crate::client_ip::{IpRange, TrustedProxies};
+use crate::client_ip::{ForwardedHeader, IpRange, TrustedProxies};
 use crate::rate_limit::Quota;
 use crate::tls::TlsFiles;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -62,6 +62,8 @@ pub struct RateLimitSettings {
     #[serde(deserialize_with = "lenient_string", serialize_with = "redacted")]
     pub redis_url: Option<String>,
     pub trusted_proxies: Vec<String>,
+    /// The forwarding header the trusted proxies set: "x-forwarded-for" or "forwarded".
+    pub forwarded_header: String,
     pub per_ip: String,
     pub per_client: String,
     pub tiers: std::collections::BTreeMap<String, String>,
@@ -75,6 +77,7 @@ impl Default for RateLimitSettings {
         Self {
             redis_url: None,
             trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".into(),
             per_ip: "600/1m".into(),
             per_client: "1200/1m".into(),
             tiers: std::collections::BTreeMap::new(),
@@ -655,13 +658,16 @@ impl Config {
         }
         let rate_limits = RateLimits {
             redis_url: r.redis_url.clone().filter(|u| !u.trim().is_empty()),
-            trusted_proxies: TrustedProxies(
-                r.trusted_proxies
+            trusted_proxies: TrustedProxies {
+                ranges: r
+                    .trusted_proxies
                     .iter()
                     .map(|p| IpRange::parse(p))
                     .collect::<Result<_, _>>()
                     .map_err(|e| invalid("rate_limit.trusted_proxies", e))?,
-            ),
+                header: ForwardedHeader::parse(&r.forwarded_header)
+                    .map_err(|e| invalid("rate_limit.forwarded_header", e))?,
+            },
             per_ip: quota(&r.per_ip, "rate_limit.per_ip")?,
             per_client: quota(&r.per_client, "rate_limit.per_client")?,
             tiers,
