@@ -29,14 +29,24 @@ fn statements(path: &Path) -> Vec<String> {
         .collect::<Vec<_>>()
         .join(" ");
     code.split(';')
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase())
+        .map(|s| {
+            s.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_uppercase()
+        })
         .filter(|s| !s.is_empty())
         .collect()
 }
 
 /// What an additive migration may do, and why anything else is refused.
 fn refusal(statement: &str) -> Option<&'static str> {
-    let allowed = ["CREATE TABLE ", "CREATE INDEX ", "CREATE UNIQUE INDEX ", "INSERT INTO "];
+    let allowed = [
+        "CREATE TABLE ",
+        "CREATE INDEX ",
+        "CREATE UNIQUE INDEX ",
+        "INSERT INTO ",
+    ];
     if allowed.iter().any(|a| statement.starts_with(a)) {
         return None;
     }
@@ -49,7 +59,9 @@ fn refusal(statement: &str) -> Option<&'static str> {
         }
         return None;
     }
-    Some("only CREATE TABLE, CREATE [UNIQUE] INDEX, INSERT and ALTER TABLE … ADD COLUMN are additive")
+    Some(
+        "only CREATE TABLE, CREATE [UNIQUE] INDEX, INSERT and ALTER TABLE … ADD COLUMN are additive",
+    )
 }
 
 #[test]
