@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{PASSWORD, TestApp, add_user, hidden, location, query_param, spawn_app};
 
-const REDIRECT: &str = "https://rp1.test/cb";
+pub(crate) const REDIRECT: &str = "https://rp1.test/cb";
 
 pub(crate) struct Rp {
     pub(crate) id: String,
@@ -161,7 +161,7 @@ pub(crate) async fn exchange(
     }
 }
 
-async fn introspect_active(app: &TestApp, rp: &Rp, token: &str) -> bool {
+pub(crate) async fn introspect_active(app: &TestApp, rp: &Rp, token: &str) -> bool {
     let res = app
         .post_basic(
             "/oauth2/introspect",

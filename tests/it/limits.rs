@@ -47,7 +47,7 @@ async fn sign_in(
 }
 
 /// A unique name, since Redis counters outlive a test database.
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     format!(
         "{name}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]

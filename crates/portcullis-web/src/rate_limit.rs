@@ -131,15 +131,22 @@ struct RedisCounters {
     connecting: tokio::sync::Mutex<()>,
     /// Whether the last call failed: the log says so once per change.
     down: AtomicBool,
-    /// When to try connecting again (Unix seconds) after a failure.
+    /// When to try Redis again (Unix seconds) after a failure: until then every request
+    /// counts locally at once, rather than each waiting out a timeout.
     retry_at: AtomicI64,
 }
 
 /// How long a Redis call may take before the local counters are used instead.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// How long to count locally after Redis failed before trying it again.
+const REDIS_RETRY_SECS: i64 = 2;
+
 impl RedisCounters {
     async fn connection(&self, now: i64) -> Option<redis::aio::ConnectionManager> {
+        if now < self.retry_at.load(Ordering::Relaxed) {
+            return None;
+        }
         if let Some(c) = self
             .connection
             .read()
@@ -147,9 +154,6 @@ impl RedisCounters {
             .as_ref()
         {
             return Some(c.clone());
-        }
-        if now < self.retry_at.load(Ordering::Relaxed) {
-            return None;
         }
         let Ok(_connecting) = self.connecting.try_lock() else {
             return None;
@@ -172,14 +176,15 @@ impl RedisCounters {
                 Some(c)
             }
             _ => {
-                self.retry_at.store(now + 5, Ordering::Relaxed);
-                self.failed("cannot connect");
+                self.failed("cannot connect", now);
                 None
             }
         }
     }
 
-    fn failed(&self, what: &str) {
+    fn failed(&self, what: &str, now: i64) {
+        self.retry_at
+            .store(now + REDIS_RETRY_SECS, Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 problem = what,
@@ -198,7 +203,7 @@ impl RedisCounters {
         let mut conn = self.connection(now).await?;
         let mut pipe = redis::pipe();
         pipe.atomic().incr(key, by).expire(key, window + 1).ignore();
-        self.answer(pipe.query_async::<(u32,)>(&mut conn))
+        self.answer(now, pipe.query_async::<(u32,)>(&mut conn))
             .await
             .map(|(count,)| count)
     }
@@ -206,6 +211,7 @@ impl RedisCounters {
     async fn get(&self, key: &str, now: i64) -> Option<u32> {
         let mut conn = self.connection(now).await?;
         self.answer(
+            now,
             redis::cmd("GET")
                 .arg(key)
                 .query_async::<Option<u32>>(&mut conn),
@@ -217,6 +223,7 @@ impl RedisCounters {
     /// The answer of a call, or `None` (and the log told once) when Redis fails or is slow.
     async fn answer<T>(
         &self,
+        now: i64,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
         match tokio::time::timeout(REDIS_TIMEOUT, call).await {
@@ -225,11 +232,11 @@ impl RedisCounters {
                 Some(value)
             }
             Ok(Err(e)) => {
-                self.failed(&e.to_string());
+                self.failed(&e.to_string(), now);
                 None
             }
             Err(_) => {
-                self.failed("timed out");
+                self.failed("timed out", now);
                 None
             }
         }
@@ -243,7 +250,7 @@ impl RedisCounters {
             )
             .await;
             if !matches!(deleted, Ok(Ok(_))) {
-                self.failed("DEL failed");
+                self.failed("DEL failed", now);
             }
         }
     }
