@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""The load benchmark: a release build on a fresh SQLite database, driven over loopback.
+
+For each scenario it reports successful requests/s, p50/p99 latency, errors (any error fails
+the run), the server's CPU time per request (utime + stime from /proc/PID/stat, before and
+after) and its peak RSS. Started by bench/run.sh, which builds the server and installs oha.
+
+usage: run.py BINARY [--seconds N] [--concurrency N] [--runs N] [--json FILE]
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat; after the ")" they are the 12th and 13th.
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def memory_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class Server:
+    def __init__(self, binary, work):
+        self.binary, self.work = binary, work
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PORTCULLIS__SERVER__LISTEN": f"127.0.0.1:{self.port}",
+            "PORTCULLIS__DATABASE__URL": f"sqlite://{work}/bench.db",
+            # Bench-only: bcrypt at its lowest cost, so the sign-in flow measures the server,
+            # not the hash (stated in the report).
+            "PORTCULLIS__SECURITY__BCRYPT_COST": "4",
+            "PORTCULLIS__LOG__LEVEL": "warn",
+            "PORTCULLIS__RATE_LIMIT__PER_IP": "100000000/1m",
+            "PORTCULLIS__RATE_LIMIT__PER_CLIENT": "100000000/1m",
+            "PORTCULLIS__RATE_LIMIT__LOGIN_ATTEMPTS_PER_IP": "100000000/1m",
+            "PORTCULLIS__RATE_LIMIT__LOGIN_FAILURES_PER_ACCOUNT": "100000000/1m",
+            "PORTCULLIS__BOOTSTRAP__ADMIN_PASSWORD": "bench-admin-password",
+        }
+        self.proc = None
+
+    def cli(self, *args, stdin=None):
+        out = subprocess.run([self.binary, *args], env=self.env, cwd=self.work, input=stdin,
+                             capture_output=True, text=True, check=True)
+        return out.stdout
+
+    def start(self):
+        started = time.monotonic()
+        self.proc = subprocess.Popen([self.binary, "serve"], env=self.env, cwd=self.work,
+                                     stdout=subprocess.DEVNULL, stderr=open(f"{self.work}/server.log", "a"))
+        while True:
+            try:
+                with urllib.request.urlopen(self.base + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                pass
+            if time.monotonic() - started > 30:
+                raise SystemExit("the server did not become ready in 30 s")
+            time.sleep(0.002)
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+def oha(args, seconds, concurrency):
+    cmd = ["oha", "--no-tui", "-w", "--output-format", "json", "-z", f"{seconds}s",
+           "-c", str(concurrency), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    summary = data["summary"]
+    codes = data.get("statusCodeDistribution", {})
+    ok = sum(v for k, v in codes.items() if k.startswith("2"))
+    errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(
+        data.get("errorDistribution", {}).values())
+    pct = data.get("latencyPercentiles", {})
+    return {
+        "ok": ok, "errors": errors, "rps": ok / summary["total"] if summary.get("total") else 0,
+        "p50": pct.get("p50"), "p99": pct.get("p99"),
+    }
+
+
+def flows(server, client, scenario, seconds, concurrency):
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "flows.py"), server.base, client["client_id"],
+         client["client_secret"], "bench", "bench user password", scenario, str(seconds),
+         str(concurrency)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if line != "READY":
+        raise SystemExit(f"{scenario}: the driver did not get ready: {line}")
+    before = cpu_seconds(server.proc.pid)
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    out = json.loads(proc.stdout.readline())
+    proc.wait()
+    out["cpu"] = cpu_seconds(server.proc.pid) - before
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="portcullis-bench.")
+    server = Server(os.path.abspath(a.binary), work)
+    results = {}
+    try:
+        server.cli("migrate")
+        service = json.loads(server.cli("client", "create", "--name", "bench service",
+                                        "--grant-type", "client_credentials",
+                                        "--scopes", "api:read api:write", "--json"))
+        web = json.loads(server.cli("client", "create", "--name", "bench web",
+                                    "--redirect-uri", "https://rp.bench.test/cb",
+                                    "--scopes", "openid profile offline_access",
+                                    "--first-party", "--json"))
+        server.cli("user", "create", "--username", "bench", "--password-stdin",
+                   stdin="bench user password\n")
+        server.start()
+        server.stop()
+        startup = server.start()  # on an existing database
+        time.sleep(1)
+        idle_kib = memory_kib(server.proc.pid, "VmRSS")
+        token = json.loads(subprocess.run(
+            ["curl", "-s", "-u", f"{service['client_id']}:{service['client_secret']}",
+             "-d", "grant_type=client_credentials", server.base + "/oauth2/token"],
+            capture_output=True, text=True, check=True).stdout)["access_token"]
+        basic = ["-a", f"{service['client_id']}:{service['client_secret']}"]
+        form = ["-T", "application/x-www-form-urlencoded", "-m", "POST"]
+        scenarios = [
+            ("client_credentials (ES256)", lambda s, c: oha(
+                [*basic, *form, "-d", "grant_type=client_credentials", server.base + "/oauth2/token"], s, c)),
+            ("introspection", lambda s, c: oha(
+                [*basic, *form, "-d", f"token={token}", server.base + "/oauth2/introspect"], s, c)),
+            ("discovery", lambda s, c: oha([server.base + "/.well-known/openid-configuration"], s, c)),
+            ("jwks", lambda s, c: oha([server.base + "/.well-known/jwks.json"], s, c)),
+            ("refresh", lambda s, c: flows(server, web, "refresh", s, min(c, 16))),
+            ("sso code flow", lambda s, c: flows(server, web, "sso_flow", s, min(c, 16))),
+            ("code flow with sign-in", lambda s, c: flows(server, web, "login_flow", s, min(c, 16))),
+        ]
+        for name, run in scenarios:
+            for i in range(a.runs):
+                before = cpu_seconds(server.proc.pid)
+                r = run(a.seconds, a.concurrency)
+                cpu = r.pop("cpu", None)
+                if cpu is None:
+                    cpu = cpu_seconds(server.proc.pid) - before
+                r["cpu_us_per_request"] = cpu * 1e6 / r["ok"] if r["ok"] else None
+                r["peak_rss_mib"] = memory_kib(server.proc.pid, "VmHWM") / 1024
+                results.setdefault(name, []).append(r)
+                print(f"{name} run {i + 1}: {r['ok']} ok, {r['errors']} errors, "
+                      f"{r['rps']:.0f}/s, p50 {fmt(r['p50'])}, p99 {fmt(r['p99'])}, "
+                      f"{fmt_us(r['cpu_us_per_request'])} CPU/request, peak RSS {r['peak_rss_mib']:.1f} MiB",
+                      flush=True)
+                if r["errors"]:
+                    raise SystemExit(f"{name}: {r['errors']} errors ({r.get('first_error')})")
+        summary = {
+            "startup_seconds": startup, "idle_rss_mib": idle_kib / 1024,
+            "peak_rss_mib": memory_kib(server.proc.pid, "VmHWM") / 1024,
+            "scenarios": {
+                name: {
+                    key: [min(v), statistics.median(v), max(v)]
+                    for key in ("rps", "cpu_us_per_request", "p50", "p99")
+                    for v in [[r[key] for r in runs if r[key] is not None]] if v
+                }
+                for name, runs in results.items()
+            },
+        }
+        print(f"\nstart-up to ready on an existing database: {startup * 1000:.0f} ms; "
+              f"idle RSS {summary['idle_rss_mib']:.1f} MiB; peak RSS {summary['peak_rss_mib']:.1f} MiB")
+        print("scenario | req/s (min/median/max) | CPU µs per request (min/median/max) | p50 | p99")
+        for name, s in summary["scenarios"].items():
+            print(f"{name} | {triple(s.get('rps'), '{:.0f}')} | {triple(s.get('cpu_us_per_request'), '{:.1f}')} | "
+                  f"{fmt(s.get('p50', [None, None])[1])} | {fmt(s.get('p99', [None, None])[1])}")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(summary, f, indent=2)
+    finally:
+        server.stop()
+        if os.environ.get("BENCH_KEEP_TMP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def fmt(seconds):
+    return "-" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+def fmt_us(us):
+    return "-" if us is None else f"{us:.1f} µs"
+
+
+def triple(values, pattern):
+    return "-" if not values else " / ".join(pattern.format(v) for v in values)
+
+
+if __name__ == "__main__":
+    main()
