@@ -83,14 +83,7 @@ async fn clients_are_created_shown_changed_rotated_and_deleted() {
     assert_eq!(status, 200);
     let third = rotated["client_secret"].as_str().unwrap().to_owned();
     for old in [&secret, &second] {
-        let res = app
-            .post_basic(
-                "/oauth2/token",
-                &id,
-                old,
-                &[("grant_type", "client_credentials")],
-            )
-            .await;
+        let res = app.client_credentials(&id, old).await;
         assert_eq!(res.status(), 401, "a rotated-out secret");
     }
     app.token_for(&id, &third).await;
@@ -133,14 +126,7 @@ async fn clients_are_created_shown_changed_rotated_and_deleted() {
     assert_eq!(status, 404);
     let (status, _) = rw(&app, &root, Method::DELETE, &format!("/clients/{id}"), None).await;
     assert_eq!(status, 404);
-    let res = app
-        .post_basic(
-            "/oauth2/token",
-            &id,
-            &third,
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let res = app.client_credentials(&id, &third).await;
     assert_eq!(res.status(), 401);
 
     let (_, events) = rw(&app, &root, Method::GET, "/audit?limit=500", None).await;

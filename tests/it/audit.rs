@@ -73,14 +73,7 @@ async fn each_security_event_is_one_record_and_the_chain_shows_tampering() {
         .await
         .unwrap();
     // A client that gets its secret wrong, then a revocation.
-    let res = app
-        .post_basic(
-            "/oauth2/token",
-            &rp.id,
-            "wrong-secret",
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let res = app.client_credentials(&rp.id, "wrong-secret").await;
     assert_eq!(res.status(), 401);
     let refresh = tokens["refresh_token"].as_str().unwrap();
     // A refresh token used twice: the second use is a replay.

@@ -179,16 +179,20 @@ impl TestApp {
         res.json::<serde_json::Value>().await.unwrap()["active"] == true
     }
 
+    /// A client_credentials token request of the client, as sent.
+    pub async fn client_credentials(&self, id: &str, secret: &str) -> reqwest::Response {
+        self.post_basic(
+            "/oauth2/token",
+            id,
+            secret,
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+    }
+
     /// A client_credentials access token for the client.
     pub async fn token_for(&self, id: &str, secret: &str) -> String {
-        let res = self
-            .post_basic(
-                "/oauth2/token",
-                id,
-                secret,
-                &[("grant_type", "client_credentials")],
-            )
-            .await;
+        let res = self.client_credentials(id, secret).await;
         assert_eq!(res.status(), 200);
         res.json::<serde_json::Value>().await.unwrap()["access_token"]
             .as_str()

@@ -190,14 +190,7 @@ async fn client_secret_post_and_form_encoded_basic_credentials() {
     let res = app.post_form("/oauth2/token", &form).await;
     assert_eq!(res.status(), 200);
     // The method is the one registered: the same secret over Basic is refused.
-    let res = app
-        .post_basic(
-            "/oauth2/token",
-            &id,
-            &secret,
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let res = app.client_credentials(&id, &secret).await;
     assert_oauth_error(res, 401, &["invalid_client"]).await;
 }
 

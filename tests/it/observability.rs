@@ -27,14 +27,7 @@ async fn metrics_count_requests_tokens_failures_and_refusals_behind_a_token() {
     let (id, secret) = app.service_client("svc");
     app.token_for(&id, &secret).await;
     app.token_for(&id, &secret).await;
-    let limited = app
-        .post_basic(
-            "/oauth2/token",
-            &id,
-            &secret,
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let limited = app.client_credentials(&id, &secret).await;
     assert_eq!(limited.status(), 429);
     let page = app.http.get(app.url("/login")).send().await.unwrap();
     let csrf = crate::helpers::hidden(&page.text().await.unwrap(), "csrf_token");
@@ -131,13 +124,7 @@ async fn logs_of_a_full_flow_hold_no_secret() {
     assert!(app.is_active(&rp.id, &secret, &access).await);
     app.post_basic("/oauth2/revoke", &rp.id, &secret, &[("token", &access)])
         .await;
-    app.post_basic(
-        "/oauth2/token",
-        &rp.id,
-        "a wrong secret",
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    app.client_credentials(&rp.id, "a wrong secret").await;
     // Last: a replayed code revokes the grant.
     let replay = exchange(&app, &rp, &code, &pkce.verifier).await;
     assert_eq!(replay.status(), 400, "a replayed code");

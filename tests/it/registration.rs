@@ -211,14 +211,7 @@ async fn clients_register_read_replace_and_delete_their_registration() {
     assert_eq!(status, 204);
     let (status, _, _) = send(&app, Method::GET, &uri, Some(&token), None).await;
     assert_eq!(status, 401);
-    let res = app
-        .post_basic(
-            "/oauth2/token",
-            &id,
-            &secret,
-            &[("grant_type", "client_credentials")],
-        )
-        .await;
+    let res = app.client_credentials(&id, &secret).await;
     assert_eq!(res.status(), 401);
 
     // A client that gives no name gets one.

@@ -178,14 +178,7 @@ async fn rotate_under_load(nodes: &[&TestApp]) -> Tally {
             }
             None => tally.failed_requests.push(format!("refresh: {issued}")),
         }
-        let res = node
-            .post_basic(
-                "/oauth2/token",
-                &service,
-                &service_secret,
-                &[("grant_type", "client_credentials")],
-            )
-            .await;
+        let res = node.client_credentials(&service, &service_secret).await;
         tally.requests += 1;
         if res.status() == 200 {
             let body: Value = res.json().await.unwrap();
@@ -481,15 +474,10 @@ async fn a_client_secret_is_rotated_with_an_overlap() {
     let status = |secret: String| {
         let (app, service) = (&app, service.clone());
         async move {
-            app.post_basic(
-                "/oauth2/token",
-                &service,
-                &secret,
-                &[("grant_type", "client_credentials")],
-            )
-            .await
-            .status()
-            .as_u16()
+            app.client_credentials(&service, &secret)
+                .await
+                .status()
+                .as_u16()
         }
     };
     assert_eq!(
