@@ -5,7 +5,12 @@ For each scenario it reports successful requests/s, p50/p99 latency, errors (any
 the run), the server's CPU time per request (utime + stime from /proc/PID/stat, before and
 after) and its peak RSS. Started by bench/run.sh, which builds the server and installs oha.
 
-usage: run.py BINARY [--seconds N] [--concurrency N] [--runs N] [--json FILE]
+usage: run.py BINARY [--seconds N] [--concurrency N] [--runs N] [--json FILE] [--large]
+              [--only SUBSTRING]
+
+--large first fills the database with 10 000 clients (each with a secret), 10 000 grants with
+1 000 000 refresh tokens, and 100 000 revoked access-token ids, then runs the token and
+introspection scenarios only: the cost of a request must not grow with the database.
 """
 import argparse
 import json
@@ -17,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import sqlite3
 import urllib.request
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -94,15 +101,60 @@ class Server:
             self.proc = None
 
 
-def oha(args, seconds, concurrency):
-    cmd = ["oha", "--no-tui", "-w", "--output-format", "json", "-z", f"{seconds}s",
-           "-c", str(concurrency), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+def fill(db_path, clients=10_000, tokens=1_000_000, revoked=100_000):
+    """Rows as the server writes them, straight into SQLite (the server is stopped)."""
+    now = int(time.time())
+    db = sqlite3.connect(db_path)
+    with db:
+        db.executemany(
+            "INSERT INTO clients (id, name, redirect_uris, post_logout_redirect_uris, grant_types,"
+            " auth_method, allowed_scopes, first_party, require_pkce, access_token_ttl,"
+            " id_token_ttl, refresh_token_ttl, created_at, updated_at, rate_limit_tier, roles_claim)"
+            " VALUES (?, ?, '[\"https://rp.bench.test/cb\"]', '[]',"
+            " '[\"authorization_code\",\"refresh_token\"]', 'client_secret_basic',"
+            " 'openid profile offline_access', 0, 1, 900, 900, 2592000, ?, ?, NULL, 0)",
+            ((str(uuid.uuid4()), f"filler client {i}", now, now) for i in range(clients)))
+        ids = [row[0] for row in db.execute("SELECT id FROM clients WHERE name LIKE 'filler client %'")]
+        db.executemany(
+            "INSERT INTO client_secrets (id, client_id, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+            ((str(uuid.uuid4()), cid, uuid.uuid4().hex * 2, now) for cid in ids))
+        grants = [str(uuid.uuid4()) for _ in ids]
+        db.executemany(
+            "INSERT INTO grants (id, client_id, scope, amr, created_at, expires_at)"
+            " VALUES (?, ?, 'openid offline_access', '[]', ?, ?)",
+            ((gid, cid, now, now + 86400 * 30) for gid, cid in zip(grants, ids)))
+        per_grant = tokens // len(grants)
+        db.executemany(
+            "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            ((uuid.uuid4().hex + uuid.uuid4().hex, gid, now, now + 86400 * 30)
+             for gid in grants for _ in range(per_grant)))
+        db.executemany(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
+            ((str(uuid.uuid4()), now + 3600) for _ in range(revoked)))
+    counts = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+              for t in ("clients", "client_secrets", "grants", "refresh_tokens", "revoked_tokens")}
+    db.close()
+    return counts
+
+
+def oha_cmd(args, seconds, concurrency):
+    return ["oha", "--no-tui", "-w", "--output-format", "json", "-z", f"{seconds}s",
+            "-c", str(concurrency), *args]
+
+
+def oha(args, seconds, concurrency, accept=("2",)):
+    out = subprocess.run(oha_cmd(args, seconds, concurrency), capture_output=True, text=True,
+                         check=True).stdout
+    return oha_summary(out, accept)
+
+
+def oha_summary(out, accept=("2",)):
+    """`accept`: the status classes that count as answered as expected."""
     data = json.loads(out)
     summary = data["summary"]
     codes = data.get("statusCodeDistribution", {})
-    ok = sum(v for k, v in codes.items() if k.startswith("2"))
-    errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(
+    ok = sum(v for k, v in codes.items() if k.startswith(accept))
+    errors = sum(v for k, v in codes.items() if not k.startswith(accept)) + sum(
         data.get("errorDistribution", {}).values())
     pct = data.get("latencyPercentiles", {})
     return {
@@ -136,6 +188,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--large", action="store_true")
+    ap.add_argument("--only", help="run only the scenarios whose name contains this")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="portcullis-bench.")
     server = Server(os.path.abspath(a.binary), work)
@@ -153,6 +207,10 @@ def main():
                    stdin="bench user password\n")
         server.start()
         server.stop()
+        if a.large:
+            started = time.monotonic()
+            counts = fill(f"{work}/bench.db")
+            print(f"filled the database in {time.monotonic() - started:.0f} s: {counts}", flush=True)
         startup = server.start()  # on an existing database
         time.sleep(1)
         idle_kib = memory_kib(server.proc.pid, "VmRSS")
@@ -173,14 +231,54 @@ def main():
             ("sso code flow", lambda s, c: flows(server, web, "sso_flow", s, min(c, 16))),
             ("code flow with sign-in", lambda s, c: flows(server, web, "login_flow", s, min(c, 16))),
         ]
+        junk = [
+            # An unknown client with a wrong secret (it is soon refused by its failure limit),
+            # and a garbage body with no credentials: both must be refused with a 4xx.
+            ["-a", f"{uuid.uuid4()}:wrong", *form, "-d", "grant_type=client_credentials",
+             server.base + "/oauth2/token"],
+            [*form, "-d", "%%%&&&=garbage%zz&grant_type=&grant_type=x", server.base + "/oauth2/token"],
+        ]
+        valid = [*basic, *form, "-d", "grant_type=client_credentials", server.base + "/oauth2/token"]
+
+        def junk_alone(s, c):
+            return oha(junk[0], s / 2, c, accept=("4",)) | {"note": "unknown client, wrong secret"}
+
+        def garbage_alone(s, c):
+            return oha(junk[1], s / 2, c, accept=("4",))
+
+        def valid_under_junk(s, c):
+            """Valid token requests on half the connections, the two junk streams on the other
+            half; the valid stream's figures, the server's CPU per request over all three."""
+            half = max(1, c // 2)
+            procs = [subprocess.Popen(oha_cmd(j, s, max(1, half // 2)), stdout=subprocess.PIPE, text=True)
+                     for j in junk]
+            mine = oha(valid, s, half)
+            others = [oha_summary(p.communicate()[0], accept=("4",)) for p in procs]
+            mine["junk_ok"] = sum(o["ok"] for o in others)
+            mine["errors"] += sum(o["errors"] for o in others)
+            mine["all"] = mine["ok"] + mine["junk_ok"]
+            return mine
+
+        scenarios += [
+            ("junk: unknown client, wrong secret (4xx expected)", junk_alone),
+            ("junk: garbage body, no credentials (4xx expected)", garbage_alone),
+            ("client_credentials, 32 connections, alone", lambda s, c: oha(valid, s, max(1, c // 2))),
+            ("client_credentials, 32 connections, beside 32 of junk", valid_under_junk),
+        ]
+        if a.large:
+            scenarios = scenarios[:2]
+        if a.only:
+            scenarios = [(n, r) for n, r in scenarios if a.only in n]
         for name, run in scenarios:
             for i in range(a.runs):
                 before = cpu_seconds(server.proc.pid)
                 r = run(a.seconds, a.concurrency)
+                r.pop("note", None)
                 cpu = r.pop("cpu", None)
                 if cpu is None:
                     cpu = cpu_seconds(server.proc.pid) - before
-                r["cpu_us_per_request"] = cpu * 1e6 / r["ok"] if r["ok"] else None
+                served = r.get("all", r["ok"])
+                r["cpu_us_per_request"] = cpu * 1e6 / served if served else None
                 r["peak_rss_mib"] = memory_kib(server.proc.pid, "VmHWM") / 1024
                 results.setdefault(name, []).append(r)
                 print(f"{name} run {i + 1}: {r['ok']} ok, {r['errors']} errors, "
