@@ -618,6 +618,7 @@ async fn signing_keys_are_listed_and_rotated_on_demand() {
             .to_owned()
     };
     let before = current(&keys, "RS256");
+    let before_es = current(&keys, "ES256");
     let shown = keys.to_string();
     assert!(
         !shown.contains("PRIVATE") && !shown.contains("sealed"),
@@ -638,12 +639,14 @@ async fn signing_keys_are_listed_and_rotated_on_demand() {
         &root,
         Method::POST,
         "/signing-keys/rotate",
-        Some(json!({ "algs": ["RS256"], "now": true })),
+        Some(json!({ "algs": ["RS256", "ES256"], "now": true })),
     )
     .await;
     assert_eq!(status, 200, "{res}");
     let after = current(&res, "RS256");
     assert_ne!(before, after);
+    let after_es = current(&res, "ES256");
+    assert_ne!(before_es, after_es);
     // This node signs with the new key at once, and publishes it.
     let jwks = app.get_json("/.well-known/jwks.json").await;
     assert!(jwks.to_string().contains(&after), "{jwks}");
@@ -659,9 +662,9 @@ async fn signing_keys_are_listed_and_rotated_on_demand() {
         )
         .unwrap()
     };
-    if header["alg"] == "RS256" {
-        assert_eq!(header["kid"], after);
-    }
+    // Access tokens are ES256: the new ES256 key signs this one.
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["kid"], after_es);
     let (_, events) = rw(&app, &root, Method::GET, "/audit?limit=500", None).await;
     let by_root = events["items"].as_array().unwrap().iter().any(|e| {
         e["actor"] == format!("user:{}", root.id)

@@ -1,7 +1,7 @@
 //! Registering a client: the rules every entry point (CLI, later the admin API and dynamic
 //! registration) applies, and the secret it generates.
 
-use crate::clock::Clock;
+use crate::clock::{Clock, UnixTime};
 use crate::domain::{ClientAuthMethod, ClientId, ClientName, GrantType, RedirectUri, ScopeSet};
 use crate::model::{Client, ClientSecretRecord, TokenSettings};
 use crate::random::{self, Random, RandomUnavailable};
@@ -77,6 +77,42 @@ impl ClientRegistration {
     }
 }
 
+impl ClientRegistration {
+    /// A new client with these settings, made at `now`.
+    fn into_client(self, id: ClientId, now: UnixTime) -> Client {
+        let mut grant_types = self.grant_types;
+        grant_types.sort();
+        grant_types.dedup();
+        Client {
+            id,
+            name: self.name,
+            redirect_uris: self.redirect_uris,
+            post_logout_redirect_uris: self.post_logout_redirect_uris,
+            grant_types,
+            auth_method: self.auth_method,
+            allowed_scopes: self.allowed_scopes,
+            first_party: self.first_party,
+            require_pkce: true,
+            token_settings: self.token_settings,
+            rate_limit_tier: self.rate_limit_tier,
+            roles_claim: self.roles_claim,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// `base` with these settings, changed at `now`: its id, authentication method, PKCE rule
+    /// and creation time stay.
+    pub fn applied_to(self, base: &Client, now: UnixTime) -> Client {
+        Client {
+            auth_method: base.auth_method,
+            require_pkce: base.require_pkce,
+            created_at: base.created_at,
+            ..self.into_client(base.id.clone(), now)
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
     #[error(transparent)]
@@ -108,25 +144,7 @@ pub fn register_client(
 ) -> Result<RegisteredClient, RegisterError> {
     registration.check()?;
     let now = clock.now();
-    let mut grant_types = registration.grant_types;
-    grant_types.sort();
-    grant_types.dedup();
-    let client = Client {
-        id: ClientId::from_uuid(random::uuid_v7(rng, clock)?),
-        name: registration.name,
-        redirect_uris: registration.redirect_uris,
-        post_logout_redirect_uris: registration.post_logout_redirect_uris,
-        grant_types,
-        auth_method: registration.auth_method,
-        allowed_scopes: registration.allowed_scopes,
-        first_party: registration.first_party,
-        require_pkce: true,
-        token_settings: registration.token_settings,
-        rate_limit_tier: registration.rate_limit_tier,
-        roles_claim: registration.roles_claim,
-        created_at: now,
-        updated_at: now,
-    };
+    let client = registration.into_client(ClientId::from_uuid(random::uuid_v7(rng, clock)?), now);
     let secret = if client.auth_method.is_confidential() {
         Some(PlainToken::generate(rng)?)
     } else {

@@ -63,6 +63,9 @@ pub trait UserStore: Send + Sync {
         filter: Option<&str>,
     ) -> Result<Vec<User>, StoreError>;
 
+    /// How many users there are.
+    fn count_users(&self) -> Result<u64, StoreError>;
+
     /// Replaces a user's username, e-mail and display name, with `event` in the audit trail,
     /// in one transaction. False: no such user.
     fn update_profile(
@@ -139,6 +142,9 @@ pub trait ClientStore: Send + Sync {
         limit: u32,
         filter: Option<&str>,
     ) -> Result<Vec<Client>, StoreError>;
+
+    /// How many clients there are.
+    fn count_clients(&self) -> Result<u64, StoreError>;
 
     /// Replaces what may change of a client (everything but its id, authentication method
     /// and creation time) and records `event`, in one transaction. False: no such client.

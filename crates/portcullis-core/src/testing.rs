@@ -196,6 +196,10 @@ impl UserStore for MemoryStore {
             .collect())
     }
 
+    fn count_users(&self) -> Result<u64, StoreError> {
+        Ok(lock(&self.users)?.len() as u64)
+    }
+
     fn update_profile(
         &self,
         id: crate::model::UserId,
@@ -398,6 +402,10 @@ impl ClientStore for MemoryStore {
         _id: &ClientId,
     ) -> Result<Option<crate::secret::TokenHash>, StoreError> {
         Ok(None)
+    }
+
+    fn count_clients(&self) -> Result<u64, StoreError> {
+        Ok(lock(&self.clients)?.len() as u64)
     }
 
     fn update_client(&self, client: &Client, _event: &AuditEvent) -> Result<bool, StoreError> {

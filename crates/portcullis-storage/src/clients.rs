@@ -324,6 +324,14 @@ impl ClientStore for DieselStore {
         Ok(hash.map(TokenHash::from_stored))
     }
 
+    fn count_clients(&self) -> Result<u64, StoreError> {
+        let n: i64 = clients::table
+            .count()
+            .get_result(&mut *self.conn()?)
+            .map_err(from_diesel)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn update_client(&self, c: &Client, event: &AuditEvent) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let row = ClientRow::from(c);

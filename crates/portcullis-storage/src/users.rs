@@ -314,6 +314,14 @@ impl UserStore for DieselStore {
         with_roles(&mut conn, rows)
     }
 
+    fn count_users(&self) -> Result<u64, StoreError> {
+        let n: i64 = users::table
+            .count()
+            .get_result(&mut *self.conn()?)
+            .map_err(from_diesel)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn update_profile(
         &self,
         id: UserId,

@@ -729,6 +729,7 @@ fn searching_users_ignores_case_and_escapes_wildcards(db: TestDatabase) {
     assert_eq!(names("e_x"), ["dave_x"]);
     assert_eq!(names("davex@EXAMPLE"), ["davex"]);
     assert_eq!(names("dave"), ["dave_x", "davex"]);
+    assert_eq!(f.store.count_users().unwrap(), 3);
     assert!(names("nobody").is_empty());
 }
 
@@ -921,6 +922,7 @@ fn updating_and_filtering_clients(db: TestDatabase) {
     f.store
         .create_client(&client("Other"), None, None, None)
         .unwrap();
+    assert_eq!(f.store.count_clients().unwrap(), 2);
     let found = f.store.list_clients(None, 10, Some("billing")).unwrap();
     assert_eq!(found, [c.clone()]);
     let by_id = f

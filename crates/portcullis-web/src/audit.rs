@@ -107,27 +107,18 @@ impl Pruner {
         prune_older_than(self.store.as_ref(), self.clock.now(), self.retention, actor)
     }
 
-    /// Prunes every `interval` until `stop` changes; a pass in flight is finished first.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        // The first pass waits one interval: nothing is due at start-up, and a pass in flight
-        // when the process exits would leave a database connection half-closed.
-        let mut every =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let me = std::sync::Arc::new(self);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stop.changed() => return,
+    /// Prunes every `interval` until `stop` changes. The first pass waits one interval:
+    /// nothing is due at start-up.
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
+        let interval = self.interval;
+        crate::background::every("audit pruning", interval, false, stop, move || {
+            match self.prune("system") {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "pruned old audit records"),
+                Err(e) => tracing::error!(error = %e, "pruning the audit trail failed"),
             }
-            let pass = me.clone();
-            match tokio::task::spawn_blocking(move || pass.prune("system")).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(removed)) => tracing::info!(removed, "pruned old audit records"),
-                Ok(Err(e)) => tracing::error!(error = %e, "pruning the audit trail failed"),
-                Err(e) => tracing::error!(error = %e, "the audit pruning task failed"),
-            }
-        }
+        })
+        .await;
     }
 }
 

@@ -88,6 +88,17 @@ pub const SELF_SERVICE_FIELDS: [&str; 7] = [
     "scope",
 ];
 
+/// The fields of [`ClientMetadata`] only an operator may set: a client that names them in
+/// its own registration is refused.
+pub const OPERATOR_FIELDS: [&str; 6] = [
+    "first_party",
+    "roles_claim",
+    "rate_limit_tier",
+    "access_token_ttl",
+    "id_token_ttl",
+    "refresh_token_ttl",
+];
+
 /// Who is registering: an operator may set everything, a client registering itself only
 /// [`SELF_SERVICE_FIELDS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,15 +122,16 @@ impl ClientMetadata {
     ) -> Result<ClientRegistration, FieldErrors> {
         let mut errors = FieldErrors::default();
         if registrar == Registrar::Client {
-            let privileged = [
-                ("first_party", self.first_party.is_some()),
-                ("roles_claim", self.roles_claim.is_some()),
-                ("rate_limit_tier", self.rate_limit_tier.is_some()),
-                ("access_token_ttl", self.access_token_ttl.is_some()),
-                ("id_token_ttl", self.id_token_ttl.is_some()),
-                ("refresh_token_ttl", self.refresh_token_ttl.is_some()),
+            // In the order of OPERATOR_FIELDS.
+            let given = [
+                self.first_party.is_some(),
+                self.roles_claim.is_some(),
+                self.rate_limit_tier.is_some(),
+                self.access_token_ttl.is_some(),
+                self.id_token_ttl.is_some(),
+                self.refresh_token_ttl.is_some(),
             ];
-            for (field, given) in privileged {
+            for (field, given) in OPERATOR_FIELDS.into_iter().zip(given) {
                 if given {
                     errors.add(field, "only an administrator may set this");
                 }
@@ -332,24 +344,4 @@ pub fn client_json(c: &Client) -> serde_json::Value {
     out["created_at"] = crate::commands::rfc3339(c.created_at).into();
     out["updated_at"] = crate::commands::rfc3339(c.updated_at).into();
     out
-}
-
-/// The client after applying `registration` to it, stamped at `now`.
-pub fn updated(base: &Client, r: ClientRegistration, now: portcullis_core::UnixTime) -> Client {
-    let mut grant_types = r.grant_types;
-    grant_types.sort();
-    grant_types.dedup();
-    Client {
-        name: r.name,
-        redirect_uris: r.redirect_uris,
-        post_logout_redirect_uris: r.post_logout_redirect_uris,
-        grant_types,
-        allowed_scopes: r.allowed_scopes,
-        first_party: r.first_party,
-        token_settings: r.token_settings,
-        rate_limit_tier: r.rate_limit_tier,
-        roles_claim: r.roles_claim,
-        updated_at: now,
-        ..base.clone()
-    }
 }

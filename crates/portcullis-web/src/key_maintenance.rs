@@ -95,29 +95,18 @@ impl KeyMaintenance {
         }
     }
 
-    /// Runs [`Self::tick`] every `interval`, on a blocking thread, until `stop` changes; a
-    /// tick in flight is finished first, so the process never exits with a database
-    /// connection in use on another thread.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut every = tokio::time::interval(self.interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stop.changed() => return,
+    /// Runs [`Self::tick`] every `interval`, the first at once, until `stop` changes.
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
+        let interval = self.interval;
+        crate::background::every("signing-key maintenance", interval, true, stop, move || {
+            if let Err(e) = self.tick() {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "signing-key maintenance failed; the keys in use stay as they are"
+                );
             }
-            let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.tick()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(
-                        error = format!("{e:#}"),
-                        "signing-key maintenance failed; the keys in use stay as they are"
-                    );
-                }
-                Err(e) => tracing::error!(error = %e, "signing-key maintenance task failed"),
-            }
-        }
+        })
+        .await;
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_ui;
 pub mod audit;
+pub mod background;
 pub mod cli;
 pub mod client_ip;
 pub mod client_metadata;

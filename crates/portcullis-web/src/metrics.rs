@@ -37,21 +37,7 @@ struct Route {
 
 impl Route {
     fn observe(&self, status: u16, seconds: f64) {
-        let counted = self
-            .statuses
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&status)
-            .map(|c| c.fetch_add(1, Ordering::Relaxed))
-            .is_some();
-        if !counted {
-            self.statuses
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(status)
-                .or_default()
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        bump(&self.statuses, &status);
         let slot = BUCKETS
             .iter()
             .position(|b| seconds <= *b)
@@ -67,12 +53,17 @@ impl Route {
 #[derive(Default)]
 pub struct Metrics {
     routes: RwLock<HashMap<String, Route>>,
-    tokens: RwLock<HashMap<&'static str, AtomicU64>>,
-    login_failures: RwLock<HashMap<&'static str, AtomicU64>>,
+    tokens: RwLock<HashMap<String, AtomicU64>>,
+    login_failures: RwLock<HashMap<String, AtomicU64>>,
     rate_limited: RwLock<HashMap<String, AtomicU64>>,
 }
 
-fn bump(map: &RwLock<HashMap<&'static str, AtomicU64>>, label: &'static str) {
+/// Adds one to the counter of `label`: under the read lock, but for a label's first count.
+fn bump<K, Q>(map: &RwLock<HashMap<K, AtomicU64>>, label: &Q)
+where
+    K: std::borrow::Borrow<Q> + Eq + std::hash::Hash,
+    Q: ?Sized + Eq + std::hash::Hash + ToOwned<Owned = K>,
+{
     if let Some(c) = map
         .read()
         .unwrap_or_else(PoisonError::into_inner)
@@ -83,43 +74,36 @@ fn bump(map: &RwLock<HashMap<&'static str, AtomicU64>>, label: &'static str) {
     }
     map.write()
         .unwrap_or_else(PoisonError::into_inner)
-        .entry(label)
+        .entry(label.to_owned())
         .or_default()
         .fetch_add(1, Ordering::Relaxed);
 }
 
 impl Metrics {
-    fn observe(&self, route: &str, status: u16, seconds: f64) {
-        if status == 429 {
-            let limited = self
-                .rate_limited
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(route)
-                .map(|c| c.fetch_add(1, Ordering::Relaxed))
-                .is_some();
-            if !limited {
-                self.rate_limited
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(route.to_owned())
-                    .or_default()
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    /// Counts an answer to `path`, under its route `pattern`. A route without parameters
+    /// has its path as its pattern, so once it has been seen it is found by the path, without
+    /// building the pattern (the token endpoint's case).
+    fn observe(&self, path: &str, pattern: impl FnOnce() -> String, status: u16, seconds: f64) {
         if let Some(r) = self
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(route)
+            .get(path)
         {
+            if status == 429 {
+                bump(&self.rate_limited, path);
+            }
             r.observe(status, seconds);
             return;
+        }
+        let route = pattern();
+        if status == 429 {
+            bump(&self.rate_limited, route.as_str());
         }
         self.routes
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(route.to_owned())
+            .entry(route)
             .or_default()
             .observe(status, seconds);
     }
@@ -196,35 +180,22 @@ impl Metrics {
                 "step",
                 &self.login_failures,
             ),
+            (
+                "portcullis_rate_limited_total",
+                "Requests refused by a rate limit (429), by route pattern.",
+                "route",
+                &self.rate_limited,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let map = map.read().unwrap_or_else(PoisonError::into_inner);
             let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by_key(|(k, _)| **k);
+            entries.sort_by(|a, b| a.0.cmp(b.0));
             for (value, count) in entries {
                 let _ = writeln!(
                     out,
-                    "{name}{{{label}=\"{value}\"}} {}",
-                    count.load(Ordering::Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP portcullis_rate_limited_total Requests refused by a rate limit (429), by route pattern.\n# TYPE portcullis_rate_limited_total counter"
-        );
-        {
-            let limited = self
-                .rate_limited
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let mut entries: Vec<_> = limited.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            for (route, count) in entries {
-                let _ = writeln!(
-                    out,
-                    "portcullis_rate_limited_total{{route=\"{}\"}} {}",
-                    escape(route),
+                    "{name}{{{label}=\"{}\"}} {}",
+                    escape(value),
                     count.load(Ordering::Relaxed)
                 );
             }
@@ -293,12 +264,13 @@ pub async fn middleware(
         .map(|s| s.metrics.clone());
     let res = next.call(req).await?;
     if let Some(metrics) = metrics {
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
+        let req = res.request();
         metrics.observe(
-            &route,
+            req.path(),
+            || {
+                req.match_pattern()
+                    .unwrap_or_else(|| "unmatched".to_owned())
+            },
             res.status().as_u16(),
             started.elapsed().as_secs_f64(),
         );

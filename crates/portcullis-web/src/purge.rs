@@ -57,21 +57,17 @@ impl Purger {
         Ok(total)
     }
 
-    /// Purges every `interval` until `stop` changes; a pass in flight is finished first.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut every =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let me = Arc::new(self);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let pass = me.clone();
-            match tokio::task::spawn_blocking(move || pass.purge()).await {
-                Ok(Ok(p)) if p.total() == 0 => {}
-                Ok(Ok(p)) => tracing::info!(
+    /// Purges every `interval` until `stop` changes; the first pass waits one interval.
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
+        let interval = self.interval;
+        crate::background::every(
+            "purging expired rows",
+            interval,
+            false,
+            stop,
+            move || match self.purge() {
+                Ok(p) if p.total() == 0 => {}
+                Ok(p) => tracing::info!(
                     sessions = p.sessions,
                     codes = p.codes,
                     refresh_tokens = p.refresh_tokens,
@@ -79,9 +75,9 @@ impl Purger {
                     grants = p.grants,
                     "removed expired rows"
                 ),
-                Ok(Err(e)) => tracing::error!(error = %e, "removing expired rows failed"),
-                Err(e) => tracing::error!(error = %e, "the purge task failed"),
-            }
-        }
+                Err(e) => tracing::error!(error = %e, "removing expired rows failed"),
+            },
+        )
+        .await;
     }
 }

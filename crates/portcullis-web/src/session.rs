@@ -33,27 +33,33 @@ pub fn cookie_name(state: &AppState) -> &'static str {
     }
 }
 
-pub fn cookie<'a>(state: &AppState, token: &'a str, ttl: Duration) -> Cookie<'a> {
-    Cookie::build(cookie_name(state), token)
+/// A cookie of ours: host-only, HttpOnly, Secure over https.
+fn build<'a>(
+    state: &AppState,
+    name: &'static str,
+    value: String,
+    same_site: SameSite,
+) -> Cookie<'a> {
+    Cookie::build(name, value)
         .path("/")
         .http_only(true)
         .secure(state.issuer.is_https())
-        .same_site(SameSite::Lax)
-        .max_age(actix_web::cookie::time::Duration::seconds(
-            i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
-        ))
+        .same_site(same_site)
         .finish()
 }
 
-pub fn removal(state: &AppState) -> Cookie<'static> {
-    let mut c = Cookie::build(cookie_name(state), "")
-        .path("/")
-        .http_only(true)
-        .secure(state.issuer.is_https())
-        .same_site(SameSite::Lax)
-        .finish();
-    c.make_removal();
-    c
+fn lasting(mut cookie: Cookie<'_>, ttl: Duration) -> Cookie<'_> {
+    cookie.set_max_age(actix_web::cookie::time::Duration::seconds(
+        i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+    ));
+    cookie
+}
+
+pub fn cookie(state: &AppState, token: &str, ttl: Duration) -> Cookie<'static> {
+    lasting(
+        build(state, cookie_name(state), token.to_owned(), SameSite::Lax),
+        ttl,
+    )
 }
 
 /// The companion cookie of a signed-in session: `SameSite=Strict`, so a browser sends it only
@@ -70,33 +76,36 @@ pub fn same_site_cookie_name(state: &AppState) -> &'static str {
     }
 }
 
-fn same_site_value(token: &str) -> String {
+/// A value derived from the session token for `purpose`: only the token's holder can make it.
+fn derived(purpose: &str, token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(
-        format!("portcullis same-site\0{token}").as_bytes(),
+        format!("portcullis {purpose}\0{token}").as_bytes(),
     ))
 }
 
 pub fn same_site_cookie(state: &AppState, token: &str, ttl: Duration) -> Cookie<'static> {
-    Cookie::build(same_site_cookie_name(state), same_site_value(token))
-        .path("/")
-        .http_only(true)
-        .secure(state.issuer.is_https())
-        .same_site(SameSite::Strict)
-        .max_age(actix_web::cookie::time::Duration::seconds(
-            i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
-        ))
-        .finish()
+    lasting(
+        build(
+            state,
+            same_site_cookie_name(state),
+            derived("same-site", token),
+            SameSite::Strict,
+        ),
+        ttl,
+    )
 }
 
-pub fn same_site_removal(state: &AppState) -> Cookie<'static> {
-    let mut c = Cookie::build(same_site_cookie_name(state), "")
-        .path("/")
-        .http_only(true)
-        .secure(state.issuer.is_https())
-        .same_site(SameSite::Strict)
-        .finish();
-    c.make_removal();
-    c
+/// The cookies that end a session in the browser: the session's and its companion's.
+pub fn removals(state: &AppState) -> [Cookie<'static>; 2] {
+    [
+        (cookie_name(state), SameSite::Lax),
+        (same_site_cookie_name(state), SameSite::Strict),
+    ]
+    .map(|(name, same_site)| {
+        let mut c = build(state, name, String::new(), same_site);
+        c.make_removal();
+        c
+    })
 }
 
 /// Whether the request carries the same-site cookie of the session `token`: it started on
@@ -105,7 +114,7 @@ pub fn same_site_ok(req: &HttpRequest, state: &AppState, token: &str) -> bool {
     req.cookie(same_site_cookie_name(state)).is_some_and(|c| {
         c.value()
             .as_bytes()
-            .ct_eq(same_site_value(token).as_bytes())
+            .ct_eq(derived("same-site", token).as_bytes())
             .into()
     })
 }
@@ -119,9 +128,7 @@ pub fn token_from(req: &HttpRequest, state: &AppState) -> Option<String> {
 
 /// The CSRF token for forms of the session whose cookie token is `token`.
 pub fn csrf_for(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(
-        format!("portcullis csrf\0{token}").as_bytes(),
-    ))
+    derived("csrf", token)
 }
 
 pub fn csrf_ok(token: &str, presented: &str) -> bool {

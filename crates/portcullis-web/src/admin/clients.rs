@@ -267,7 +267,7 @@ pub fn change_with(
     let registration = metadata
         .into_registration(Some(&before), registrar, &state.limits)
         .map_err(metadata_error)?;
-    let after = client_metadata::updated(&before, registration, state.clock.now());
+    let after = registration.applied_to(&before, state.clock.now());
     let event = event(json!({
         "before": clients::summary(&before),
         "after": clients::summary(&after),
@@ -440,11 +440,7 @@ async fn rotate_secret(
         }
     };
     let st = state.clone();
-    let (record, secret) = blocking(move || {
-        let made = rotate(&st, &caller, &id, overlap)?;
-        Ok(made)
-    })
-    .await?;
+    let (record, secret) = blocking(move || rotate(&st, &caller, &id, overlap)).await?;
     let previous_until = time(state.clock.now().plus(overlap));
     Ok(ok(&json!({
         "client_secret": secret,

@@ -786,34 +786,32 @@ pub fn replace_user_roles(
     raw: &[String],
 ) -> Result<portcullis_core::model::User, ApiError> {
     let roles = role_names(raw)?;
+    let before = st.roles.direct_roles(id)?;
+    // An administrator cannot take the admin role from themselves: someone must be left
+    // who can give it back.
+    if id == caller.user.id
+        && before.iter().any(|r| r.as_str() == RoleName::ADMIN)
+        && !roles.iter().any(|r| r.as_str() == RoleName::ADMIN)
     {
-        let before = st.roles.direct_roles(id)?;
-        // An administrator cannot take the admin role from themselves: someone must be left
-        // who can give it back.
-        if id == caller.user.id
-            && before.iter().any(|r| r.as_str() == RoleName::ADMIN)
-            && !roles.iter().any(|r| r.as_str() == RoleName::ADMIN)
-        {
-            return Err(ApiError::conflict(
-                "you cannot remove the admin role from yourself",
-            ));
-        }
-        let event = caller.event(
-            "user.roles_changed",
-            user_subject(id),
-            json!({
-                "before": before.iter().map(RoleName::as_str).collect::<Vec<_>>(),
-                "after": roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
-            }),
-        );
-        if !st
-            .roles
-            .set_user_roles(id, &roles, st.clock.now(), &event)?
-        {
-            return Err(ApiError::not_found(format!("user {id}")));
-        }
-        find_user(st, id)
+        return Err(ApiError::conflict(
+            "you cannot remove the admin role from yourself",
+        ));
     }
+    let event = caller.event(
+        "user.roles_changed",
+        user_subject(id),
+        json!({
+            "before": before.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+            "after": roles.iter().map(RoleName::as_str).collect::<Vec<_>>(),
+        }),
+    );
+    if !st
+        .roles
+        .set_user_roles(id, &roles, st.clock.now(), &event)?
+    {
+        return Err(ApiError::not_found(format!("user {id}")));
+    }
+    find_user(st, id)
 }
 
 /// A service account to create.

@@ -10,8 +10,8 @@ use portcullis_core::model::Client;
 use portcullis_core::rbac::Permission;
 
 use super::{
-    Admin, Form, FormErrors, Page, admin_for_get, admin_for_post, api_error, blocking, notice,
-    posted, span, viewed, when,
+    Admin, Form, FormErrors, PAGE, Page, Search, admin_for_get, admin_for_post, api_error,
+    blocking, notice, posted, span, viewed, when,
 };
 use crate::admin::clients as api;
 use crate::client_metadata::{ClientMetadata, Registrar};
@@ -68,42 +68,33 @@ struct ListPage<'a> {
     next: Option<String>,
 }
 
-const PAGE: u32 = 50;
-
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> Page {
     let admin = match admin_for_get(&req, &state, Permission::AdminRead).await? {
         Ok(a) => a,
         Err(res) => return Ok(res),
     };
-    let query = url::form_urlencoded::parse(req.query_string().as_bytes());
-    let (mut q, mut after) = (String::new(), None);
-    for (k, v) in query {
-        match k.as_ref() {
-            "q" => q = v.trim().chars().take(200).collect(),
-            "after" => after = ClientId::parse(&v).ok(),
-            _ => {}
-        }
-    }
+    let search = Search::of(&req);
+    let after = search
+        .after
+        .as_deref()
+        .and_then(|a| ClientId::parse(a).ok());
+    let filter = search.filter();
     let st = state.clone();
-    let filter = q.clone();
     let found = blocking(move || {
-        let filter = (!filter.is_empty()).then_some(filter.as_str());
-        Ok(st.clients.list_clients(after.as_ref(), PAGE, filter)?)
+        Ok(st
+            .clients
+            .list_clients(after.as_ref(), PAGE, filter.as_deref())?)
     })
     .await?;
     let clients = match found {
         Ok(c) => c,
         Err(e) => return Ok(api_error(&req, e)),
     };
-    let next = (clients.len() == PAGE as usize)
-        .then(|| clients.last())
-        .flatten()
-        .map(|c| {
-            url::form_urlencoded::Serializer::new(String::from("/admin/clients?"))
-                .append_pair("q", &q)
-                .append_pair("after", c.id.as_str())
-                .finish()
-        });
+    let next = search.next(
+        "/admin/clients",
+        clients.len(),
+        clients.last().map(|c| c.id.as_str()),
+    );
     Ok(pages::render(
         StatusCode::OK,
         &ListPage {
@@ -121,7 +112,7 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> Page {
                     created: when(c.created_at),
                 })
                 .collect(),
-            q,
+            q: search.q,
             next,
         },
     ))

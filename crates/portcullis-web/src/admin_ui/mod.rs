@@ -382,8 +382,49 @@ pub fn notice(req: &HttpRequest) -> Option<&'static str> {
 }
 
 /// Time as the pages show it: RFC 3339, UTC.
-pub fn when(t: portcullis_core::UnixTime) -> String {
-    crate::commands::rfc3339(t)
+pub use crate::admin::time as when;
+
+/// Rows on a list page.
+pub const PAGE: u32 = 50;
+
+/// A list page's search: what was typed (`q`, at most 200 characters) and the cursor
+/// (`after`, the last row of the page before).
+pub struct Search {
+    pub q: String,
+    pub after: Option<String>,
+}
+
+impl Search {
+    pub fn of(req: &HttpRequest) -> Self {
+        let mut search = Self {
+            q: String::new(),
+            after: None,
+        };
+        for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+            match k.as_ref() {
+                "q" => search.q = v.trim().chars().take(200).collect(),
+                "after" => search.after = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        search
+    }
+
+    /// The filter to search with: none when nothing was typed.
+    pub fn filter(&self) -> Option<String> {
+        (!self.q.is_empty()).then(|| self.q.clone())
+    }
+
+    /// The link to the page after the one whose last row is `last`, if that page was full.
+    pub fn next(&self, path: &str, shown: usize, last: Option<&str>) -> Option<String> {
+        let last = last.filter(|_| shown == PAGE as usize)?;
+        Some(
+            url::form_urlencoded::Serializer::new(format!("{path}?"))
+                .append_pair("q", &self.q)
+                .append_pair("after", last)
+                .finish(),
+        )
+    }
 }
 
 /// A duration in words: "15 min", "30 days".

@@ -10,8 +10,8 @@ use portcullis_core::rbac::Permission;
 
 use super::clients::ConfirmPage;
 use super::{
-    Admin, Form, FormErrors, Page, admin_for_get, admin_for_post, api_error, blocking, notice,
-    posted, reauthenticate, viewed, when,
+    Admin, Form, FormErrors, PAGE, Page, Search, admin_for_get, admin_for_post, api_error,
+    blocking, notice, posted, reauthenticate, viewed, when,
 };
 use crate::admin::users as api;
 use crate::admin::{ApiError, find_user};
@@ -74,41 +74,33 @@ struct ListPage<'a> {
     next: Option<String>,
 }
 
-const PAGE: u32 = 50;
-
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> Page {
     let admin = match admin_for_get(&req, &state, Permission::AdminRead).await? {
         Ok(a) => a,
         Err(res) => return Ok(res),
     };
-    let (mut q, mut after) = (String::new(), None);
-    for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
-        match k.as_ref() {
-            "q" => q = v.trim().chars().take(200).collect(),
-            "after" => after = Username::parse(&v).ok(),
-            _ => {}
-        }
-    }
+    let search = Search::of(&req);
+    let after = search
+        .after
+        .as_deref()
+        .and_then(|a| Username::parse(a).ok());
+    let filter = search.filter();
     let st = state.clone();
-    let filter = q.clone();
     let found = blocking(move || {
-        let filter = (!filter.is_empty()).then_some(filter.as_str());
-        Ok(st.users.list_users(after.as_ref(), PAGE, filter)?)
+        Ok(st
+            .users
+            .list_users(after.as_ref(), PAGE, filter.as_deref())?)
     })
     .await?;
     let users = match found {
         Ok(u) => u,
         Err(e) => return Ok(api_error(&req, e)),
     };
-    let next = (users.len() == PAGE as usize)
-        .then(|| users.last())
-        .flatten()
-        .map(|u| {
-            url::form_urlencoded::Serializer::new(String::from("/admin/users?"))
-                .append_pair("q", &q)
-                .append_pair("after", u.username.as_str())
-                .finish()
-        });
+    let next = search.next(
+        "/admin/users",
+        users.len(),
+        users.last().map(|u| u.username.as_str()),
+    );
     Ok(pages::render(
         StatusCode::OK,
         &ListPage {
@@ -136,7 +128,7 @@ async fn list(req: HttpRequest, state: web::Data<AppState>) -> Page {
                     roles: role_list(&u.roles),
                 })
                 .collect(),
-            q,
+            q: search.q,
             next,
         },
     ))

@@ -5,6 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use portcullis_core::flow::Session;
 use portcullis_core::model::User;
 use portcullis_core::totp::{self, TotpCode, TotpSecret};
 use secrecy::ExposeSecret;
@@ -21,41 +22,52 @@ pub(super) async fn signed_in_user(
     req: &HttpRequest,
     state: &web::Data<AppState>,
 ) -> Result<Result<(String, User), HttpResponse>, InternalError> {
+    Ok(signed_in_session(req, state)
+        .await?
+        .map(|(token, _, user)| (token, user)))
+}
+
+/// The same, with the session itself.
+pub(super) async fn signed_in_session(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+) -> Result<Result<(String, Session, User), HttpResponse>, InternalError> {
     let to_login = || pages::see_other(&paths::with_return_to(paths::LOGIN, paths::ACCOUNT));
     let Some(token) = session::token_from(req, state) else {
         return Ok(Err(to_login()));
     };
     let (st, t) = (state.clone(), token.clone());
-    let user = web::block(move || -> anyhow::Result<Option<User>> {
+    let found = web::block(move || -> anyhow::Result<Option<(Session, User)>> {
         let Some(session) = session::signed_in(&st, &t)? else {
             return Ok(None);
         };
-        session::user_of(&st, &session)
+        Ok(session::user_of(&st, &session)?.map(|u| (session, u)))
     })
     .await??;
-    Ok(user.map(|u| (token, u)).ok_or_else(to_login))
+    Ok(found
+        .map(|(session, user)| (token, session, user))
+        .ok_or_else(to_login))
 }
 
 pub async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, InternalError> {
-    let (token, user) = match signed_in_user(&req, &state).await? {
+    let (token, current, user) = match signed_in_session(&req, &state).await? {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
     let st = state.clone();
     let id = user.id;
     let totp = user.totp_enabled;
-    let t = token.clone();
+    let current = current.id;
     let (left, consents, sessions) = web::block(move || -> anyhow::Result<_> {
-        let current = session::signed_in(&st, &t)?.map(|s| s.id);
         let sessions = st
             .flow
             .sessions_of(id, st.clock.now())?
             .into_iter()
             .map(|s| {
-                let this = current.as_deref() == Some(s.id.as_str());
+                let this = s.id == current;
                 (
                     s.id,
                     s.authenticated_at

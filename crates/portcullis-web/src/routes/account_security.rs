@@ -16,14 +16,6 @@ use crate::paths;
 use crate::session;
 use crate::state::AppState;
 
-/// The signed-in session and user behind a request (blocking).
-pub(super) fn current(state: &AppState, token: &str) -> anyhow::Result<Option<(Session, User)>> {
-    let Some(session) = session::signed_in(state, token)? else {
-        return Ok(None);
-    };
-    Ok(session::user_of(state, &session)?.map(|u| (session, u)))
-}
-
 /// The signed-in session and user behind a form post whose CSRF token is right; otherwise
 /// the response to send.
 async fn poster(
@@ -31,18 +23,10 @@ async fn poster(
     state: &web::Data<AppState>,
     csrf: Option<&str>,
 ) -> Result<Result<(String, Session, User), HttpResponse>, InternalError> {
-    let token = match session::form_token(req, state, csrf) {
-        Ok(token) => token,
-        Err(refused) => return Ok(Err(*refused)),
-    };
-    let (st, t) = (state.clone(), token.clone());
-    match web::block(move || current(&st, &t)).await?? {
-        Some((s, u)) => Ok(Ok((token, s, u))),
-        None => Ok(Err(pages::see_other(&paths::with_return_to(
-            paths::LOGIN,
-            paths::ACCOUNT,
-        )))),
+    if let Err(refused) = session::form_token(req, state, csrf) {
+        return Ok(Err(*refused));
     }
+    super::account::signed_in_session(req, state).await
 }
 
 #[derive(Template)]
@@ -186,8 +170,9 @@ pub async fn end_session(
     }
     if own {
         let mut res = pages::see_other(paths::LOGIN);
-        res.add_removal_cookie(&session::removal(&state))?;
-        res.add_removal_cookie(&session::same_site_removal(&state))?;
+        for cookie in session::removals(&state) {
+            res.add_cookie(&cookie)?;
+        }
         return Ok(res);
     }
     Ok(pages::see_other("/account?done=session-ended"))

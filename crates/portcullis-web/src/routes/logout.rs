@@ -212,8 +212,9 @@ async fn handle(
                 Some(to) => pages::see_other(&to),
                 None => pages::render(StatusCode::OK, &SignedOutPage),
             };
-            res.add_cookie(&session::removal(&state))?;
-            res.add_cookie(&session::same_site_removal(&state))?;
+            for cookie in session::removals(&state) {
+                res.add_cookie(&cookie)?;
+            }
             res
         }
     })

@@ -14,19 +14,11 @@ use serde_json::{Map, Value};
 
 use crate::admin::clients::{change_with, client_subject, register_with, remove_with};
 use crate::admin::{ApiError, ApiResult, bearer_of, blocking, json_body};
-use crate::client_metadata::{ClientMetadata, Registrar, SELF_SERVICE_FIELDS, client_json};
+use crate::client_metadata::{
+    ClientMetadata, OPERATOR_FIELDS, Registrar, SELF_SERVICE_FIELDS, client_json,
+};
 use crate::paths;
 use crate::state::AppState;
-
-/// Fields of ours a client may send but not set; naming them is refused, not ignored.
-const OPERATOR_FIELDS: [&str; 6] = [
-    "first_party",
-    "roles_claim",
-    "rate_limit_tier",
-    "access_token_ttl",
-    "id_token_ttl",
-    "refresh_token_ttl",
-];
 
 fn registration_error(e: ApiError) -> ApiError {
     if e.code() == "invalid_request" && !e.fields().is_empty() {
