@@ -220,3 +220,55 @@ async fn a_clients_rate_limit_is_counted_once_across_two_nodes() {
         assert_eq!(ready["checks"]["rate_limiter"], "redis");
     }
 }
+
+/// Clients are held in memory on each node: a change through one node's admin API takes
+/// effect there at once, and on the other node within its refresh interval.
+#[tokio::test]
+async fn a_client_change_on_one_node_reaches_the_other() {
+    use crate::admin::{admin, call};
+    use reqwest::Method;
+    let (first, second) = two_nodes(|_| {}).await;
+    let root = admin(&first).await;
+    let (status, made) = call(
+        &first,
+        Some(&root.key_rw),
+        Method::POST,
+        "/clients",
+        Some(serde_json::json!({
+            "client_name": "Shared",
+            "grant_types": ["client_credentials"],
+            "scope": "api:read",
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let id = text(&made, "client_id").to_owned();
+    let secret = text(&made, "client_secret").to_owned();
+    // Both nodes now hold the client.
+    for node in [&first, &second] {
+        assert_eq!(cc_status(node, &id, &secret).await, 200);
+        assert_eq!(cc_status(node, &id, &secret).await, 200);
+    }
+    let (code, _) = call(
+        &first,
+        Some(&root.key_rw),
+        Method::DELETE,
+        &format!("/clients/{id}"),
+        None,
+    )
+    .await;
+    assert!(code.is_success(), "{code}");
+    assert_eq!(
+        cc_status(&first, &id, &secret).await,
+        401,
+        "at once on the node that made the change"
+    );
+    assert!(
+        crate::rotation::refused_soon(|| cc_status(&second, &id, &secret)).await,
+        "within the refresh interval on the other"
+    );
+}
+
+async fn cc_status(node: &TestApp, id: &str, secret: &str) -> u16 {
+    node.client_credentials(id, secret).await.status().as_u16()
+}

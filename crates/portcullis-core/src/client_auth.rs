@@ -2,8 +2,9 @@
 //! High-entropy secrets are checked by a constant-time comparison of SHA-256 digests.
 
 use crate::clock::Clock;
+use crate::clock::UnixTime;
 use crate::domain::{ClientAuthMethod, ClientId};
-use crate::model::Client;
+use crate::model::{Client, ClientSecretRecord};
 use crate::oauth::OAuthError;
 use crate::secret::TokenHash;
 use crate::store::ClientStore;
@@ -44,27 +45,60 @@ pub fn authenticate(
     clock: &dyn Clock,
     presented: &Presented,
 ) -> Result<Client, OAuthError> {
-    let basic = matches!(presented, Presented::Basic { .. });
-    let failed = || OAuthError::invalid_client("client authentication failed", basic);
-    let id = ClientId::parse(presented.client_id()).map_err(|_| failed())?;
-    // The same work whether or not the client exists: both lookups, one digest of what was
-    // presented, and every stored secret compared (so the time does not tell which matched).
+    let now = clock.now();
+    let (client, secrets) = lookup(store, presented, now)?;
+    check(client.as_ref(), &secrets, presented, now)?;
+    client.ok_or_else(|| failure(presented))
+}
+
+/// The client `presented` names and its secrets live at `now`. The same work whether or not
+/// the client exists: both lookups (the secrets only when one was presented; whether a client
+/// is public depends on the request, not on whether it exists).
+pub fn lookup(
+    store: &dyn ClientStore,
+    presented: &Presented,
+    now: UnixTime,
+) -> Result<(Option<Client>, Vec<ClientSecretRecord>), OAuthError> {
+    let id = ClientId::parse(presented.client_id()).map_err(|_| failure(presented))?;
     let client = store.find_client(&id).map_err(OAuthError::from_store)?;
+    let secrets = match presented {
+        Presented::Basic { .. } | Presented::Post { .. } => store
+            .client_secrets(&id, now)
+            .map_err(OAuthError::from_store)?,
+        Presented::Public { .. } => Vec::new(),
+    };
+    Ok((client, secrets))
+}
+
+/// Whether `presented` proves to be `client` at `now`, given its `secrets`: the method it
+/// registered, and a secret that is live at `now`. One digest of what was presented, and every
+/// secret compared, so that the time does not tell which matched.
+pub fn check(
+    client: Option<&Client>,
+    secrets: &[ClientSecretRecord],
+    presented: &Presented,
+    now: UnixTime,
+) -> Result<(), OAuthError> {
     let matched = match presented {
         Presented::Basic { secret, .. } | Presented::Post { secret, .. } => {
             let presented = TokenHash::of(secret);
-            store
-                .client_secrets(&id, clock.now())
-                .map_err(OAuthError::from_store)?
+            secrets
                 .iter()
+                .filter(|s| s.expires_at.is_none_or(|e| e > now))
                 .fold(false, |any, s| s.hash.ct_eq(&presented) | any)
         }
-        // A public client has no secret: nothing to look up (whether it is public depends on
-        // the request, not on whether the client exists).
         Presented::Public { .. } => true,
     };
     match client {
-        Some(client) if client.auth_method == presented.method() && matched => Ok(client),
-        _ => Err(failed()),
+        Some(client) if client.auth_method == presented.method() && matched => Ok(()),
+        _ => Err(failure(presented)),
     }
+}
+
+/// The one answer to every failed client authentication.
+pub fn failure(presented: &Presented) -> OAuthError {
+    OAuthError::invalid_client(
+        "client authentication failed",
+        matches!(presented, Presented::Basic { .. }),
+    )
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod authorize;
 pub mod bootstrap;
 pub mod client_auth;
+pub mod client_cache;
 pub mod clients;
 pub mod clock;
 pub mod code_flow;

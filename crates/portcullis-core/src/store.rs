@@ -191,6 +191,11 @@ pub trait ClientStore: Send + Sync {
         id: &ClientId,
         now: UnixTime,
     ) -> Result<Vec<ClientSecretRecord>, StoreError>;
+
+    /// A number that changes whenever any client or client secret is created, changed or
+    /// deleted, by any node or process: nodes read it to know when the clients they hold in
+    /// memory are stale (see `client_cache`).
+    fn client_generation(&self) -> Result<i64, StoreError>;
 }
 
 pub trait KeyStore: Send + Sync {

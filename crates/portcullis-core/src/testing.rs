@@ -58,6 +58,8 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, StoreError> {
 pub struct MemoryStore {
     users: Mutex<BTreeMap<String, User>>,
     clients: Mutex<BTreeMap<String, (Client, Vec<ClientSecretRecord>)>>,
+    /// Bumped by every change to a client or its secrets, like the database's trigger.
+    client_generation: std::sync::atomic::AtomicI64,
     revoked: Mutex<BTreeMap<String, UnixTime>>,
 }
 
@@ -85,10 +87,26 @@ impl MemoryStore {
         id: &ClientId,
         f: impl FnOnce(&mut Vec<ClientSecretRecord>) -> bool,
     ) -> Result<bool, StoreError> {
+        self.bump_clients();
         let mut clients = lock(&self.clients)?;
         Ok(clients
             .get_mut(id.as_str())
             .is_some_and(|(_, secrets)| f(secrets)))
+    }
+
+    /// Adds a secret to a client, as another process would: only the generation tells.
+    pub fn add_client_secret(&self, id: &ClientId, secret: ClientSecretRecord) {
+        self.bump_clients();
+        if let Ok(mut clients) = self.clients.lock()
+            && let Some((_, secrets)) = clients.get_mut(id.as_str())
+        {
+            secrets.push(secret);
+        }
+    }
+
+    fn bump_clients(&self) {
+        self.client_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn secrets_of(&self, id: &ClientId) -> Vec<ClientSecretRecord> {
@@ -294,6 +312,7 @@ impl ClientStore for MemoryStore {
         _event: Option<&AuditEvent>,
         _registration: Option<&crate::secret::TokenHash>,
     ) -> Result<(), StoreError> {
+        self.bump_clients();
         let mut clients = lock(&self.clients)?;
         if clients.values().any(|(c, _)| c.name == client.name) {
             return Err(StoreError::Conflict(format!(
@@ -408,7 +427,14 @@ impl ClientStore for MemoryStore {
         Ok(lock(&self.clients)?.len() as u64)
     }
 
+    fn client_generation(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .client_generation
+            .load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     fn update_client(&self, client: &Client, _event: &AuditEvent) -> Result<bool, StoreError> {
+        self.bump_clients();
         let mut clients = lock(&self.clients)?;
         Ok(clients
             .get_mut(client.id.as_str())
@@ -422,6 +448,7 @@ impl ClientStore for MemoryStore {
         _now: UnixTime,
         _event: &AuditEvent,
     ) -> Result<bool, StoreError> {
+        self.bump_clients();
         let mut clients = lock(&self.clients)?;
         Ok(clients.remove(id.as_str()).is_some())
     }

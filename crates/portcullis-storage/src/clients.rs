@@ -16,7 +16,7 @@ use crate::DieselStore;
 use crate::audit;
 use crate::db::{DbConnection, write_tx};
 use crate::error::{TxError, conflict, corrupt, from_diesel, json_list, parse_list};
-use crate::schema::{client_registrations, client_secrets, clients};
+use crate::schema::{client_generation, client_registrations, client_secrets, clients};
 use crate::users::{contains_pattern, lower};
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -330,6 +330,14 @@ impl ClientStore for DieselStore {
             .get_result(&mut *self.conn()?)
             .map_err(from_diesel)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn client_generation(&self) -> Result<i64, StoreError> {
+        client_generation::table
+            .find(1)
+            .select(client_generation::generation)
+            .first(&mut *self.conn()?)
+            .map_err(from_diesel)
     }
 
     fn update_client(&self, c: &Client, event: &AuditEvent) -> Result<bool, StoreError> {

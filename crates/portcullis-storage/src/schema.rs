@@ -285,3 +285,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     group_members,
     audit_checkpoints,
 );
+
+diesel::table! {
+    client_generation (id) {
+        id -> Integer,
+        generation -> BigInt,
+    }
+}

@@ -700,6 +700,76 @@ fn rotating_a_client_secret_keeps_at_most_two(db: TestDatabase) {
     );
 }
 
+/// Every change to a client or its secrets, through the store or in plain SQL (as another
+/// process would make it), moves the generation; reads do not.
+fn every_client_change_moves_the_generation(db: TestDatabase) {
+    let f = open(db);
+    let last = std::cell::Cell::new(f.store.client_generation().unwrap());
+    let moved = |f: &Fixture, what: &str| {
+        let now = f.store.client_generation().unwrap();
+        assert_ne!(now, last.get(), "{what} moves the generation");
+        last.set(now);
+    };
+    let mut c = client("Watched");
+    let first = secret_for();
+    f.store.create_client(&c, Some(&first), None, None).unwrap();
+    moved(&f, "creating");
+    let t = 1_800_000_000;
+    let second = ClientSecretRecord {
+        id: uuid::Uuid::now_v7(),
+        hash: TokenHash::of("another high-entropy secret"),
+        created_at: UnixTime::from_secs(t + 10),
+        expires_at: None,
+    };
+    f.store
+        .rotate_client_secret(
+            &c.id,
+            &second,
+            UnixTime::from_secs(t + 100),
+            &event("client.secret_rotated"),
+        )
+        .unwrap();
+    moved(&f, "rotating");
+    f.store
+        .revoke_client_secret(
+            &c.id,
+            first.id,
+            UnixTime::from_secs(t + 20),
+            &event("client.secret_revoked"),
+        )
+        .unwrap();
+    moved(&f, "revoking");
+    c.name = ClientName::parse("Renamed").unwrap();
+    assert!(f.store.update_client(&c, &event("client.updated")).unwrap());
+    moved(&f, "updating");
+    diesel::update(client_secrets::table)
+        .set(client_secrets::revoked_at.eq(Some(t + 30)))
+        .execute(&mut *conn(&f))
+        .unwrap();
+    moved(&f, "plain SQL on the secrets");
+    diesel::update(clients::table)
+        .set(clients::first_party.eq(false))
+        .execute(&mut *conn(&f))
+        .unwrap();
+    moved(&f, "plain SQL on the clients");
+    f.store.find_client(&c.id).unwrap();
+    f.store
+        .client_secrets(&c.id, UnixTime::from_secs(t))
+        .unwrap();
+    f.store.list_clients(None, 10, None).unwrap();
+    assert_eq!(
+        f.store.client_generation().unwrap(),
+        last.get(),
+        "reads do not"
+    );
+    assert!(
+        f.store
+            .delete_client(&c.id, UnixTime::from_secs(t + 40), &event("client.deleted"))
+            .unwrap()
+    );
+    moved(&f, "deleting");
+}
+
 fn event(kind: &'static str) -> portcullis_core::audit::AuditEvent {
     portcullis_core::audit::AuditEvent::new(kind, "test", "x", serde_json::json!({}))
 }
@@ -1094,6 +1164,7 @@ contract!(
     resetting_a_password_ends_sessions_and_requires_a_change,
     updating_and_filtering_clients,
     purging_removes_only_what_has_outlived_its_use,
+    every_client_change_moves_the_generation,
 );
 
 #[test]

@@ -28,14 +28,43 @@ fn statements(path: &Path) -> Vec<String> {
         .map(|l| l.split("--").next().unwrap_or_default())
         .collect::<Vec<_>>()
         .join(" ");
-    code.split(';')
-        .map(|s| {
-            s.split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .to_uppercase()
+    let normal = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_uppercase()
+    };
+    // A `;` inside a function body (`$$ … $$`) or a trigger's `BEGIN … END` ends nothing.
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    for piece in code.split_inclusive(';') {
+        current.push_str(piece);
+        let upper = normal(current.trim_end_matches(';'));
+        let in_dollars = current.matches("$$").count() % 2 == 1;
+        let in_trigger = upper.starts_with("CREATE TRIGGER ")
+            && upper.contains(" BEGIN ")
+            && !upper.ends_with(" END");
+        if in_dollars || in_trigger {
+            continue;
+        }
+        if !upper.is_empty() {
+            statements.push(upper);
+        }
+        current.clear();
+    }
+    statements
+}
+
+/// The tables a statement writes to (`UPDATE t`, `INSERT INTO t`, `DELETE FROM t`).
+fn written(statement: &str) -> Vec<&str> {
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter_map(|w| match w {
+            ["UPDATE", t] | ["INTO", t] | ["FROM", t] => Some(*t),
+            _ => None,
         })
-        .filter(|s| !s.is_empty())
+        .filter(|t| !t.starts_with('('))
         .collect()
 }
 
@@ -46,6 +75,9 @@ fn refusal(statement: &str) -> Option<&'static str> {
         "CREATE INDEX ",
         "CREATE UNIQUE INDEX ",
         "INSERT INTO ",
+        // Checked below: they may write only to tables the same migration creates.
+        "CREATE TRIGGER ",
+        "CREATE FUNCTION ",
     ];
     if allowed.iter().any(|a| statement.starts_with(a)) {
         return None;
@@ -80,9 +112,29 @@ fn migrations_after_the_first_release_only_add() {
     for backend in ["sqlite", "postgres"] {
         // The first migration is the initial schema; every later one must be additive.
         for dir in migrations(backend).iter().skip(1) {
-            for statement in statements(&dir.join("up.sql")) {
-                if let Some(why) = refusal(&statement) {
+            let statements = statements(&dir.join("up.sql"));
+            let created: Vec<&str> = statements
+                .iter()
+                .filter_map(|s| s.strip_prefix("CREATE TABLE "))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .collect();
+            for statement in &statements {
+                if let Some(why) = refusal(statement) {
                     panic!("{}: {statement}: {why}", dir.display());
+                }
+                // A trigger or function on old tables must not change what old nodes see.
+                if statement.starts_with("CREATE TRIGGER ")
+                    || statement.starts_with("CREATE FUNCTION ")
+                {
+                    // A PostgreSQL trigger has no body of its own: its function is checked.
+                    let body = statement.split_once(" BEGIN ").map_or("", |b| b.1);
+                    for table in written(body) {
+                        assert!(
+                            created.contains(&table),
+                            "{}: {statement}: a trigger may write only to tables this migration creates, not {table}",
+                            dir.display()
+                        );
+                    }
                 }
             }
         }

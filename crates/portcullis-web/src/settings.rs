@@ -159,6 +159,10 @@ pub struct DatabaseSettings {
     pub sqlite_busy_timeout: Seconds,
     /// How often each node removes expired sessions, codes, refresh tokens and revocations.
     pub purge_interval: Seconds,
+    /// How often, in milliseconds, each node checks whether any client changed elsewhere (on
+    /// another node, with the CLI): the longest a change made elsewhere can take to reach the
+    /// clients this node holds in memory. 0: hold none, read every client from the database.
+    pub client_cache_refresh_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -169,6 +173,7 @@ impl Default for DatabaseSettings {
             connect_timeout: Seconds(5),
             sqlite_busy_timeout: Seconds(5),
             purge_interval: Seconds(600),
+            client_cache_refresh_ms: 250,
         }
     }
 }
@@ -461,6 +466,9 @@ pub struct Config {
     pub hsts_max_age: Duration,
     /// How often expired rows are removed.
     pub purge_interval: Duration,
+    /// How often the clients held in memory are checked for changes made elsewhere; `None`:
+    /// none are held.
+    pub client_cache_refresh: Option<Duration>,
     /// How long audit records are kept; `None`: for ever.
     pub audit_retention: Option<Duration>,
     pub audit_prune_interval: Duration,
@@ -746,6 +754,16 @@ impl Config {
                 return Err(invalid("database.purge_interval", "must be at least 1s"));
             } else {
                 s.database.purge_interval.duration()
+            },
+            client_cache_refresh: match s.database.client_cache_refresh_ms {
+                0 => None,
+                ms @ 1..=60_000 => Some(Duration::from_millis(ms)),
+                _ => {
+                    return Err(invalid(
+                        "database.client_cache_refresh_ms",
+                        "must be at most 60000 (a minute)",
+                    ));
+                }
             },
             audit_retention: (s.audit.retention.0 > 0).then(|| s.audit.retention.duration()),
             audit_prune_interval: if s.audit.prune_interval.0 == 0 {

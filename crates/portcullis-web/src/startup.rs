@@ -10,9 +10,11 @@ use actix_web::middleware::{DefaultHeaders, ErrorHandlers, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use portcullis_core::bootstrap::{InitialAdmin, ensure_initial_admin};
+use portcullis_core::client_cache::{CachingClients, ClientCache};
 use portcullis_core::domain::IssuerUrl;
 use portcullis_core::key_lifecycle::Actor;
 use portcullis_core::password::PasswordHasher;
+use portcullis_core::store::ClientStore;
 use portcullis_core::{OsRandom, SystemClock};
 use portcullis_storage::{Database, DieselStore, Stores};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -53,6 +55,7 @@ pub struct Application {
     maintenance: KeyMaintenance,
     pruner: Option<crate::audit::Pruner>,
     purger: crate::purge::Purger,
+    client_refresh: Option<ClientRefresh>,
     certificate: Option<Arc<tls::ReloadableCert>>,
 }
 
@@ -146,10 +149,21 @@ impl Application {
                 retention,
                 interval: config.audit_prune_interval,
             });
+        let client_cache = Arc::new(ClientCache::new(config.client_cache_refresh.is_some()));
+        client_cache.observe(stores.clients.client_generation());
+        let client_refresh = config.client_cache_refresh.map(|interval| ClientRefresh {
+            store: stores.clients.clone(),
+            cache: client_cache.clone(),
+            interval,
+        });
         let state = web::Data::new(AppState {
             issuer: issuer.clone(),
             users: stores.users.clone(),
-            clients: stores.clients.clone(),
+            clients: Arc::new(CachingClients::new(
+                stores.clients.clone(),
+                client_cache.clone(),
+            )),
+            client_cache,
             health: stores.health.clone(),
             grants: stores.grants.clone(),
             flow: stores.flow.clone(),
@@ -227,6 +241,7 @@ impl Application {
             maintenance,
             pruner,
             purger,
+            client_refresh,
             certificate,
         })
     }
@@ -253,12 +268,14 @@ impl Application {
             maintenance,
             pruner,
             purger,
+            client_refresh,
             certificate,
             ..
         } = self;
         let (stop_background, stopped) = tokio::sync::watch::channel(false);
         let schedule = tokio::spawn(maintenance.run(stopped.clone()));
         let purging = tokio::spawn(purger.run(stopped.clone()));
+        let refreshing = client_refresh.map(|r| tokio::spawn(r.run(stopped.clone())));
         let pruning = pruner.map(|p| tokio::spawn(p.run(stopped)));
         let handle = server.handle();
         tokio::spawn(async move {
@@ -291,7 +308,36 @@ impl Application {
         if let Some(pruning) = pruning {
             let _ = pruning.await;
         }
+        if let Some(refreshing) = refreshing {
+            let _ = refreshing.await;
+        }
         served
+    }
+}
+
+/// Reads the store's client generation every `interval`, so that a client changed on another
+/// node or with the CLI is not served from this node's memory for longer than that.
+struct ClientRefresh {
+    store: Arc<dyn ClientStore>,
+    cache: Arc<ClientCache>,
+    interval: std::time::Duration,
+}
+
+impl ClientRefresh {
+    async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
+        let Self {
+            store,
+            cache,
+            interval,
+        } = self;
+        crate::background::every("client refresh", interval, false, stop, move || {
+            let generation = store.client_generation();
+            if let Err(e) = &generation {
+                tracing::warn!(error = %e, "cannot read the client generation; clients are read from the database until it can");
+            }
+            cache.observe(generation);
+        })
+        .await;
     }
 }
 

@@ -16,7 +16,10 @@ use portcullis_core::{Clock, Random};
 pub struct AppState {
     pub issuer: IssuerUrl,
     pub users: Arc<dyn UserStore>,
+    /// Every change through it is forgotten by `client_cache` at once.
     pub clients: Arc<dyn ClientStore>,
+    /// The clients this node authenticated lately (see `portcullis_core::client_cache`).
+    pub client_cache: Arc<portcullis_core::client_cache::ClientCache>,
     pub health: Arc<dyn HealthCheck>,
     pub grants: Arc<dyn GrantStore>,
     pub flow: Arc<dyn portcullis_core::flow::FlowStore>,

@@ -1,6 +1,8 @@
 //! The token, introspection and revocation endpoints. Every error is RFC 6749 §5.2 JSON with
 //! `Cache-Control: no-store`; a malformed body gets the same, never framework text.
 
+use std::sync::Arc;
+
 use actix_web::error::UrlencodedError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -8,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use portcullis_core::api_keys;
-use portcullis_core::client_auth::{self, Presented};
+use portcullis_core::client_auth::Presented;
 use portcullis_core::code_flow;
 use portcullis_core::domain::ScopeSet;
 use portcullis_core::model::Client;
@@ -238,21 +240,23 @@ fn presented(
     }
 }
 
+/// An OAuth error as answered; a failure of the server's own is logged first.
+fn refused(e: OAuthError) -> OAuthErrorResponse {
+    if matches!(
+        e.code,
+        ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
+    ) {
+        tracing::error!(error = %e, cause = e.cause.as_deref().unwrap_or(""), "token endpoint failure");
+    }
+    e.into()
+}
+
 /// Runs blocking protocol work (store, crypto) off the executor.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, OAuthError> + Send + 'static,
 ) -> Result<T, OAuthErrorResponse> {
     match web::block(f).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            if matches!(
-                e.code,
-                ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable
-            ) {
-                tracing::error!(error = %e, cause = e.cause.as_deref().unwrap_or(""), "token endpoint failure");
-            }
-            Err(e.into())
-        }
+        Ok(result) => result.map_err(refused),
         Err(e) => {
             tracing::error!(error = %e, "blocking task failed");
             Err(OAuthError::new(
@@ -297,44 +301,55 @@ pub async fn token(
         .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e))?;
     let client_id = presented.client_id().to_owned();
     let limit = client_limits(&state, &client_id).await?;
-    // The closure runs on a blocking thread, outside this span: carry the span across.
-    let span = tracing::Span::current();
-    let st = state.clone();
-    let response = blocking(move || {
-        let state = st;
-        let client =
-            client_auth::authenticate(state.clients.as_ref(), state.clock.as_ref(), &presented)?;
-        span.record("client_id", client.id.as_str());
-        state.remember_client_quota(client.id.as_str(), tier_of(&client));
-        let ctx = state.oauth_context();
-        match grant {
-            Some("client_credentials") => {
-                oauth::client_credentials(&ctx, &client, scope, form.resource.as_deref())
-            }
-            Some("authorization_code") => code_flow::exchange_code(
-                &ctx,
-                state.flow.as_ref(),
-                state.users.as_ref(),
-                &client,
-                form.code.as_deref(),
-                form.redirect_uri.as_deref(),
-                form.code_verifier.as_deref(),
-            ),
-            Some("refresh_token") => code_flow::refresh(
-                &ctx,
-                state.flow.as_ref(),
-                state.users.as_ref(),
-                &client,
-                form.refresh_token.as_deref(),
-                scope,
-            ),
-            _ => Err(OAuthError::new(
+    let resource = form.resource;
+    let response = match grant {
+        // Stateless: with the client in memory, no database and no hop to the blocking pool.
+        Some("client_credentials") => authenticated(&state, presented).await.and_then(|client| {
+            oauth::client_credentials(&state.oauth_context(), &client, scope, resource.as_deref())
+                .map_err(refused)
+        }),
+        Some(grant) => {
+            let (code, redirect_uri, verifier, refresh_token) = (
+                form.code,
+                form.redirect_uri,
+                form.code_verifier,
+                form.refresh_token,
+            );
+            with_client(&state, presented, move |state, client| {
+                let ctx = state.oauth_context();
+                if grant == "authorization_code" {
+                    code_flow::exchange_code(
+                        &ctx,
+                        state.flow.as_ref(),
+                        state.users.as_ref(),
+                        client,
+                        code.as_deref(),
+                        redirect_uri.as_deref(),
+                        verifier.as_deref(),
+                    )
+                } else {
+                    code_flow::refresh(
+                        &ctx,
+                        state.flow.as_ref(),
+                        state.users.as_ref(),
+                        client,
+                        refresh_token.as_deref(),
+                        scope,
+                    )
+                }
+            })
+            .await
+        }
+        // The client still authenticates first: an unknown grant from an unknown client is
+        // an invalid_client, as before.
+        None => authenticated(&state, presented).await.and_then(|_| {
+            Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 "this grant type is not supported",
-            )),
-        }
-    })
-    .await;
+            )
+            .into())
+        }),
+    };
     after_refusal(&req, &state, &client_id, grant, &response).await;
     let response = response?;
     if let Some(grant) = grant {
@@ -343,6 +358,65 @@ pub async fn token(
     let mut res = no_store(HttpResponse::Ok().json(response));
     limit.write_headers(res.headers_mut());
     Ok(res)
+}
+
+/// The client `presented` proves to be: from this node's memory when it is held there,
+/// otherwise read from the database on the blocking pool (and then held).
+async fn authenticated(
+    state: &web::Data<AppState>,
+    presented: Presented,
+) -> Result<Arc<Client>, OAuthErrorResponse> {
+    let now = state.clock.now();
+    let client = match state.client_cache.authenticate(&presented, now) {
+        Some(answer) => answer.map_err(OAuthErrorResponse::from)?,
+        None => {
+            let st = state.clone();
+            blocking(move || st.client_cache.load(st.clients.as_ref(), &presented, now)).await?
+        }
+    };
+    on_authenticated(state, &client);
+    Ok(client)
+}
+
+/// Authenticates the client, then runs `act` (which needs the database) on the blocking pool:
+/// one hop there, whether or not the client was held in memory.
+async fn with_client<T: Send + 'static>(
+    state: &web::Data<AppState>,
+    presented: Presented,
+    act: impl FnOnce(&AppState, &Client) -> Result<T, OAuthError> + Send + 'static,
+) -> Result<T, OAuthErrorResponse> {
+    let now = state.clock.now();
+    let held = match state.client_cache.authenticate(&presented, now) {
+        Some(answer) => Some(answer.map_err(OAuthErrorResponse::from)?),
+        None => None,
+    };
+    if let Some(client) = &held {
+        on_authenticated(state, client);
+    }
+    let st = state.clone();
+    // The closure runs on a blocking thread, outside the request's span: carry it across.
+    let span = tracing::Span::current();
+    blocking(move || {
+        span.in_scope(|| {
+            let client = match held {
+                Some(client) => client,
+                None => {
+                    let client = st.client_cache.load(st.clients.as_ref(), &presented, now)?;
+                    on_authenticated(&st, &client);
+                    client
+                }
+            };
+            act(&st, &client)
+        })
+    })
+    .await
+}
+
+/// What follows a successful client authentication: the span names the client, and its
+/// rate-limit tier is remembered.
+fn on_authenticated(state: &AppState, client: &Client) {
+    tracing::Span::current().record("client_id", client.id.as_str());
+    state.remember_client_quota(client.id.as_str(), tier_of(client));
 }
 
 fn tier_of(client: &Client) -> Option<&str> {
@@ -380,11 +454,8 @@ async fn on_token<T: Send + 'static>(
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     let client_id = presented.client_id().to_owned();
     let limit = client_limits(&state, &client_id).await?;
-    let st = state.clone();
-    let result = blocking(move || {
-        let client = client_auth::authenticate(st.clients.as_ref(), st.clock.as_ref(), &presented)?;
-        st.remember_client_quota(client.id.as_str(), tier_of(&client));
-        act(&st, &client, &token).map_err(OAuthError::from_store)
+    let result = with_client(&state, presented, move |st, client| {
+        act(st, client, &token).map_err(OAuthError::from_store)
     })
     .await;
     after_refusal(&req, &state, &client_id, None, &result).await;
