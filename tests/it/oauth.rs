@@ -516,3 +516,34 @@ async fn revocation_makes_a_token_inactive_and_only_for_its_owner() {
         .unwrap();
     assert!(active(body));
 }
+
+/// `keys.access_token_alg = "EdDSA"`: access tokens are signed with the Ed25519 key, verify
+/// against the JWKS, and introspect as active (the same token twice: the second answer comes
+/// from the tokens the ring remembers, and must be the same).
+#[tokio::test]
+async fn access_tokens_can_be_signed_with_eddsa() {
+    let db = std::sync::Arc::new(
+        portcullis_storage::test_db::TestDatabase::from_env().expect("test database"),
+    );
+    let mut settings = crate::helpers::test_settings(&db);
+    settings.keys.access_token_alg = "EdDSA".into();
+    let app = crate::helpers::spawn_with(db, settings).await.unwrap();
+    let (id, secret) = app.service_client("Ed");
+    let token = app.token_for(&id, &secret).await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let claims = verify_with_jwks(&app, &token).await;
+    assert_eq!(claims["client_id"], id.as_str());
+    for _ in 0..2 {
+        assert!(app.is_active(&id, &secret, &token).await);
+    }
+    let revoked = app
+        .post_basic("/oauth2/revoke", &id, &secret, &[("token", &token)])
+        .await;
+    assert_eq!(revoked.status(), 200);
+    assert!(
+        !app.is_active(&id, &secret, &token).await,
+        "remembered as verified, but revoked"
+    );
+}

@@ -124,6 +124,7 @@ fn client_credentials_token(bencher: Bencher) {
             keys: ring.clone(),
             clock: &SystemClock,
             rng: &OsRandom,
+            access_token_alg: SigningAlg::Es256,
         };
         oauth::client_credentials(&ctx, black_box(&client), None, None).unwrap()
     });

@@ -544,7 +544,18 @@ pub struct KeyRing {
     signers: Vec<Scheduled>,
     verifiers: HashMap<String, Verifier>,
     jwks: Vec<u8>,
+    /// Tokens this ring verified lately (see [`KeyRing::verify_remembered`]). They go with
+    /// the ring: when the keys change, nothing verified by the old ones is remembered.
+    verified: Verified,
 }
+
+/// At most this many verified tokens are remembered per ring.
+const REMEMBERED: usize = 8192;
+
+/// What [`KeyRing::verify_remembered`] remembers: by the SHA-256 of the expected `typ` and the
+/// token, the decoded claims and when they expire.
+#[derive(Default)]
+struct Verified(RwLock<HashMap<[u8; 32], (i64, Arc<dyn std::any::Any + Send + Sync>)>>);
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -642,6 +653,7 @@ impl KeyRing {
                 signers,
                 verifiers,
                 jwks,
+                verified: Verified::default(),
             },
             problems,
         ))
@@ -726,6 +738,55 @@ impl KeyRing {
         jsonwebtoken::decode::<T>(token, &verifier.key, &verifier.validation)
             .map(|d| d.claims)
             .map_err(|_| TokenError::Invalid)
+    }
+
+    /// [`KeyRing::verify`], remembering a token that verified until `expires` (its claims'
+    /// `exp`) has passed: the same token presented again, as resource servers introspect the
+    /// tokens they are shown, costs one SHA-256 instead of a signature check. Only successes
+    /// are remembered, at most a few thousand per ring; time claims are still the caller's.
+    pub fn verify_remembered<T>(
+        &self,
+        token: &str,
+        expected_typ: Option<&str>,
+        now: UnixTime,
+        expires: impl Fn(&T) -> i64,
+    ) -> Result<T, TokenError>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let mut digest = Sha256::new();
+        digest.update(expected_typ.unwrap_or("").as_bytes());
+        digest.update([0]);
+        digest.update(token.as_bytes());
+        let digest: [u8; 32] = digest.finalize().into();
+        let remembered = self
+            .verified
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest)
+            .filter(|(exp, _)| *exp > now.as_secs())
+            .and_then(|(_, claims)| claims.downcast_ref::<T>().cloned());
+        if let Some(claims) = remembered {
+            return Ok(claims);
+        }
+        let claims: T = self.verify(token, expected_typ)?;
+        let exp = expires(&claims);
+        if exp > now.as_secs() {
+            let mut map = self
+                .verified
+                .0
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if map.len() >= REMEMBERED {
+                map.retain(|_, (e, _)| *e > now.as_secs());
+                if map.len() >= REMEMBERED {
+                    map.clear();
+                }
+            }
+            map.insert(digest, (exp, Arc::new(claims.clone())));
+        }
+        Ok(claims)
     }
 }
 
@@ -940,6 +1001,45 @@ mod tests {
             ring2.verify::<serde_json::Value>(&token, None),
             Err(TokenError::UnknownKey)
         ));
+    }
+
+    #[test]
+    fn a_remembered_token_is_what_verified_and_no_more() {
+        let (ring1, mut keys, masters) = ring(&[SigningAlg::Es256]);
+        let exp = NOW.as_secs() + 60;
+        let claims = serde_json::json!({ "sub": "x", "exp": exp });
+        let token = ring1
+            .sign(SigningAlg::Es256, "at+jwt", &claims, NOW)
+            .unwrap();
+        let expires = |c: &serde_json::Value| c["exp"].as_i64().unwrap_or(0);
+        let remembered = |ring: &KeyRing| ring.verified.0.read().unwrap().len();
+        let verify = |ring: &KeyRing, token: &str, typ, at: i64| {
+            ring.verify_remembered(token, typ, UnixTime::from_secs(at), expires)
+        };
+        assert_eq!(
+            verify(&ring1, &token, Some("at+jwt"), NOW.as_secs()).unwrap(),
+            claims
+        );
+        assert_eq!(remembered(&ring1), 1);
+        assert_eq!(
+            verify(&ring1, &token, Some("at+jwt"), NOW.as_secs()).unwrap(),
+            claims
+        );
+        assert_eq!(remembered(&ring1), 1, "found, not added again");
+        // Another expected typ is another question.
+        assert!(verify(&ring1, &token, Some("JWT"), NOW.as_secs()).is_err());
+        // A changed token is checked, and refused.
+        let mut tampered = token.clone();
+        tampered.pop();
+        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert!(verify(&ring1, &tampered, Some("at+jwt"), NOW.as_secs()).is_err());
+        assert_eq!(remembered(&ring1), 1, "failures are not remembered");
+        // Once expired it is not served from memory (nor remembered again).
+        assert!(verify(&ring1, &token, Some("at+jwt"), exp).is_ok());
+        // A new ring without the key remembers nothing of the old one.
+        keys[0].state = KeyState::Revoked;
+        let ring2 = KeyRing::load(&keys, &masters, Some(&ring1)).unwrap();
+        assert!(verify(&ring2, &token, Some("at+jwt"), NOW.as_secs()).is_err());
     }
 }
 

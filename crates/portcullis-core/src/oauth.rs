@@ -232,6 +232,8 @@ pub struct Context<'a> {
     pub keys: std::sync::Arc<KeyRing>,
     pub clock: &'a dyn Clock,
     pub rng: &'a dyn Random,
+    /// What signs access tokens (`keys.access_token_alg`): ES256 unless configured.
+    pub access_token_alg: SigningAlg,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -276,7 +278,7 @@ pub fn issue_access_token(
     };
     let token = ctx
         .keys
-        .sign(SigningAlg::Es256, ACCESS_TOKEN_TYP, &claims, now)
+        .sign(ctx.access_token_alg, ACCESS_TOKEN_TYP, &claims, now)
         .map_err(OAuthError::from_keys)?;
     Ok(TokenResponse {
         access_token: token,
@@ -349,7 +351,15 @@ pub fn client_credentials(
 /// Reads one of our access tokens: signature, type, issuer and expiry. `None` for anything
 /// that is not a live token of ours.
 pub fn live_claims(ctx: &Context<'_>, token: &str, now: UnixTime) -> Option<AccessTokenClaims> {
-    let claims: AccessTokenClaims = ctx.keys.verify(token, Some(ACCESS_TOKEN_TYP)).ok()?;
+    let claims: AccessTokenClaims = ctx
+        .keys
+        .verify_remembered(
+            token,
+            Some(ACCESS_TOKEN_TYP),
+            now,
+            |c: &AccessTokenClaims| c.exp,
+        )
+        .ok()?;
     (claims.iss == ctx.issuer.as_str() && claims.exp > now.as_secs()).then_some(claims)
 }
 
@@ -456,6 +466,7 @@ mod tests {
                 keys: self.keys.clone(),
                 clock: &self.clock,
                 rng: &self.rng,
+                access_token_alg: SigningAlg::Es256,
             }
         }
     }

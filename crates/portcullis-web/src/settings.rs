@@ -101,6 +101,8 @@ pub struct KeySettings {
     pub publish_ahead: Seconds,
     pub jwks_max_age: Seconds,
     pub reload_interval: Seconds,
+    /// What signs access tokens: "ES256" (the default), "EdDSA" or "RS256".
+    pub access_token_alg: String,
     pub clock_skew: Seconds,
 }
 
@@ -114,6 +116,7 @@ impl Default for KeySettings {
             rotation_interval: Seconds(30 * 86_400),
             publish_ahead: Seconds(86_400),
             jwks_max_age: Seconds(600),
+            access_token_alg: "ES256".into(),
             reload_interval: Seconds(10),
             clock_skew: Seconds(60),
         }
@@ -457,6 +460,8 @@ pub struct Config {
     pub key_policy: RotationPolicy,
     /// `Cache-Control: max-age` of the JWKS.
     pub jwks_max_age: Duration,
+    /// What signs access tokens.
+    pub access_token_alg: portcullis_core::keys::SigningAlg,
     /// How often each node runs the key schedule and reloads the keys.
     pub key_reload_interval: Duration,
     pub rate_limits: RateLimits,
@@ -746,6 +751,13 @@ impl Config {
                 leeway: k.clock_skew.duration(),
             },
             jwks_max_age: k.jwks_max_age.duration(),
+            access_token_alg: portcullis_core::keys::SigningAlg::parse(k.access_token_alg.trim())
+                .ok_or_else(|| {
+                invalid(
+                    "keys.access_token_alg",
+                    "must be \"ES256\", \"EdDSA\" or \"RS256\"",
+                )
+            })?,
             key_reload_interval: k.reload_interval.duration(),
             rate_limits,
             tls,

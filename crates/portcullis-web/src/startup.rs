@@ -189,6 +189,7 @@ impl Application {
             api_keys: stores.api_keys.clone(),
             masters: masters.clone(),
             client_quotas: Arc::default(),
+            access_token_alg: config.access_token_alg,
             clock,
             rng,
         });

@@ -39,6 +39,8 @@ pub struct AppState {
     pub metadata: actix_web::web::Bytes,
     pub hasher: Arc<PasswordHasher>,
     pub clock: Arc<dyn Clock>,
+    /// What signs access tokens (`keys.access_token_alg`).
+    pub access_token_alg: portcullis_core::keys::SigningAlg,
     pub rng: Arc<dyn Random>,
     pub limiter: Arc<RateLimiter>,
     pub totp: Arc<dyn portcullis_core::store::TotpStore>,
@@ -82,6 +84,7 @@ impl AppState {
             keys: self.keys.ring(),
             clock: self.clock.as_ref(),
             rng: self.rng.as_ref(),
+            access_token_alg: self.access_token_alg,
         }
     }
 }
