@@ -54,7 +54,7 @@ def memory_kib(pid, field):
 
 
 class Server:
-    def __init__(self, binary, work):
+    def __init__(self, binary, work, **extra_env):
         self.binary, self.work = binary, work
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -71,6 +71,7 @@ class Server:
             "PORTCULLIS__RATE_LIMIT__LOGIN_ATTEMPTS_PER_IP": "100000000/1m",
             "PORTCULLIS__RATE_LIMIT__LOGIN_FAILURES_PER_ACCOUNT": "100000000/1m",
             "PORTCULLIS__BOOTSTRAP__ADMIN_PASSWORD": "bench-admin-password",
+            **extra_env,
         }
         self.proc = None
 
@@ -82,6 +83,7 @@ class Server:
     def start(self):
         started = time.monotonic()
         self.proc = subprocess.Popen([self.binary, "serve"], env=self.env, cwd=self.work,
+                                     preexec_fn=PIN_SERVER,
                                      stdout=subprocess.DEVNULL, stderr=open(f"{self.work}/server.log", "a"))
         while True:
             try:
@@ -181,7 +183,12 @@ def flows(server, client, scenario, seconds, concurrency):
     return out
 
 
+# With --pin: the server on CPU 0, this script and every load generator on CPU 1.
+PIN_SERVER = None
+
+
 def main():
+    global PIN_SERVER
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
     ap.add_argument("--seconds", type=float, default=10)
@@ -190,10 +197,19 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--large", action="store_true")
     ap.add_argument("--only", help="run only the scenarios whose name contains this")
+    ap.add_argument("--pin", action="store_true",
+                    help="the server on CPU 0, the load generators on CPU 1 (needs 2 CPUs)")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra setting for the server, e.g. PORTCULLIS__DATABASE__MAX_CONNECTIONS=2")
     a = ap.parse_args()
+    if a.pin:
+        os.sched_setaffinity(0, {1})
+        PIN_SERVER = lambda: os.sched_setaffinity(0, {0})
     work = tempfile.mkdtemp(prefix="portcullis-bench.")
-    server = Server(os.path.abspath(a.binary), work)
+    extra = dict(e.split("=", 1) for e in a.env)
+    server = Server(os.path.abspath(a.binary), work, **extra)
     results = {}
+    eddsa = None
     try:
         server.cli("migrate")
         service = json.loads(server.cli("client", "create", "--name", "bench service",
@@ -214,10 +230,16 @@ def main():
         startup = server.start()  # on an existing database
         time.sleep(1)
         idle_kib = memory_kib(server.proc.pid, "VmRSS")
-        token = json.loads(subprocess.run(
-            ["curl", "-s", "-u", f"{service['client_id']}:{service['client_secret']}",
-             "-d", "grant_type=client_credentials", server.base + "/oauth2/token"],
-            capture_output=True, text=True, check=True).stdout)["access_token"]
+        def token_from(srv):
+            return json.loads(subprocess.run(
+                ["curl", "-s", "-u", f"{service['client_id']}:{service['client_secret']}",
+                 "-d", "grant_type=client_credentials", srv.base + "/oauth2/token"],
+                capture_output=True, text=True, check=True).stdout)["access_token"]
+        token = token_from(server)
+        # A second node on the same database that signs access tokens with EdDSA
+        # (keys.access_token_alg), started only for its scenarios.
+        eddsa = Server(os.path.abspath(a.binary), work,
+                       **(extra | {"PORTCULLIS__KEYS__ACCESS_TOKEN_ALG": "EdDSA"}))
         basic = ["-a", f"{service['client_id']}:{service['client_secret']}"]
         form = ["-T", "application/x-www-form-urlencoded", "-m", "POST"]
         scenarios = [
@@ -225,6 +247,12 @@ def main():
                 [*basic, *form, "-d", "grant_type=client_credentials", server.base + "/oauth2/token"], s, c)),
             ("introspection", lambda s, c: oha(
                 [*basic, *form, "-d", f"token={token}", server.base + "/oauth2/introspect"], s, c)),
+            ("client_credentials (EdDSA)", lambda s, c: oha(
+                [*basic, *form, "-d", "grant_type=client_credentials", eddsa.base + "/oauth2/token"], s, c),
+             eddsa),
+            ("introspection (EdDSA)", lambda s, c: oha(
+                [*basic, *form, "-d", f"token={eddsa.token}", eddsa.base + "/oauth2/introspect"], s, c),
+             eddsa),
             ("discovery", lambda s, c: oha([server.base + "/.well-known/openid-configuration"], s, c)),
             ("jwks", lambda s, c: oha([server.base + "/.well-known/jwks.json"], s, c)),
             ("refresh", lambda s, c: flows(server, web, "refresh", s, min(c, 16))),
@@ -266,20 +294,24 @@ def main():
             ("client_credentials, 32 connections, beside 32 of junk", valid_under_junk),
         ]
         if a.large:
-            scenarios = scenarios[:2]
+            scenarios = scenarios[:4]
         if a.only:
-            scenarios = [(n, r) for n, r in scenarios if a.only in n]
-        for name, run in scenarios:
+            scenarios = [s for s in scenarios if a.only in s[0]]
+        if any(len(s) > 2 for s in scenarios):
+            eddsa.start()
+            eddsa.token = token_from(eddsa)
+        for name, run, *on in scenarios:
+            srv = on[0] if on else server
             for i in range(a.runs):
-                before = cpu_seconds(server.proc.pid)
+                before = cpu_seconds(srv.proc.pid)
                 r = run(a.seconds, a.concurrency)
                 r.pop("note", None)
                 cpu = r.pop("cpu", None)
                 if cpu is None:
-                    cpu = cpu_seconds(server.proc.pid) - before
+                    cpu = cpu_seconds(srv.proc.pid) - before
                 served = r.get("all", r["ok"])
                 r["cpu_us_per_request"] = cpu * 1e6 / served if served else None
-                r["peak_rss_mib"] = memory_kib(server.proc.pid, "VmHWM") / 1024
+                r["peak_rss_mib"] = memory_kib(srv.proc.pid, "VmHWM") / 1024
                 results.setdefault(name, []).append(r)
                 print(f"{name} run {i + 1}: {r['ok']} ok, {r['errors']} errors, "
                       f"{r['rps']:.0f}/s, p50 {fmt(r['p50'])}, p99 {fmt(r['p99'])}, "
@@ -310,6 +342,8 @@ def main():
                 json.dump(summary, f, indent=2)
     finally:
         server.stop()
+        if eddsa:
+            eddsa.stop()
         if os.environ.get("BENCH_KEEP_TMP") != "1":
             shutil.rmtree(work, ignore_errors=True)
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{GrantType, ScopeSet};
-use crate::flow::{FlowStore, Grant, Redemption, RefreshRecord};
+use crate::flow::{CodeCheck, FlowStore, Grant, Redemption, RefreshRecord};
 use crate::keys::SigningAlg;
 use crate::model::{Client, User, UserStatus};
 use crate::oauth::{Context, ErrorCode, OAuthError, TokenResponse, issue_access_token};
@@ -99,29 +99,6 @@ fn tokens_for(
     Ok(response)
 }
 
-/// The first refresh token of a grant's family, when the scope and the client allow one.
-fn first_refresh_token(
-    ctx: &Context<'_>,
-    client: &Client,
-    grant: &Grant,
-    scope: &ScopeSet,
-) -> Result<Option<(PlainToken, RefreshRecord)>, OAuthError> {
-    if !(scope.contains("offline_access") && client.grant_types.contains(&GrantType::RefreshToken))
-    {
-        return Ok(None);
-    }
-    let token = PlainToken::generate(ctx.rng).map_err(OAuthError::from_random)?;
-    let now = ctx.clock.now();
-    let record = RefreshRecord {
-        hash: token.hash(),
-        grant_id: grant.id.clone(),
-        parent: None,
-        created_at: now,
-        expires_at: now.plus(client.token_settings.refresh_token_ttl),
-    };
-    Ok(Some((token, record)))
-}
-
 fn active_user(users: &dyn UserStore, grant: &Grant) -> Result<User, OAuthError> {
     let user = users
         .find_user(grant.user_id)
@@ -154,10 +131,56 @@ pub fn exchange_code(
     let redirect_uri =
         redirect_uri.ok_or_else(|| OAuthError::invalid_request("redirect_uri is missing"))?;
     let now = ctx.clock.now();
-    let (record, grant) = match flow
-        .consume_code(&TokenHash::of(code), &client.id, now)
-        .map_err(OAuthError::from_store)?
-    {
+    let verifier = code_verifier.filter(|v| crate::authorize::is_pkce_value(v));
+    // Made before the transaction, used only if the grant gets a refresh token.
+    let refresh_token = if client.grant_types.contains(&GrantType::RefreshToken) {
+        Some(PlainToken::generate(ctx.rng).map_err(OAuthError::from_random)?)
+    } else {
+        None
+    };
+    let mut refused = None;
+    let mut with_refresh = false;
+    // One transaction spends the code, checks it against the request and stores the refresh
+    // token. From the moment the code is found it is spent: a wrong redirect URI or verifier
+    // also revokes its grant.
+    let redemption = flow
+        .consume_code(
+            &TokenHash::of(code),
+            &client.id,
+            now,
+            &mut |record, grant| {
+                let verified = Pkce::required().verify(
+                    Some(Value::private(Some(record.code_challenge.clone()))),
+                    verifier.map(Cow::Borrowed),
+                );
+                refused = if record.redirect_uri != redirect_uri {
+                    Some("redirect_uri does not match the authorization request")
+                } else if verified.is_err() {
+                    Some("code_verifier does not match the code_challenge")
+                } else {
+                    None
+                };
+                if refused.is_some() {
+                    return CodeCheck::Refuse(
+                        "code presented with a wrong redirect_uri or verifier",
+                    );
+                }
+                let refresh = refresh_token
+                    .as_ref()
+                    .filter(|_| grant.scope.contains("offline_access"))
+                    .map(|token| RefreshRecord {
+                        hash: token.hash(),
+                        grant_id: grant.id.clone(),
+                        parent: None,
+                        created_at: now,
+                        expires_at: now.plus(client.token_settings.refresh_token_ttl),
+                    });
+                with_refresh = refresh.is_some();
+                CodeCheck::Accept(refresh)
+            },
+        )
+        .map_err(OAuthError::from_store)?;
+    let (record, grant) = match redemption {
         Redemption::Redeemed(found) => found,
         Redemption::Replayed { .. } => {
             return Err(invalid_grant(
@@ -167,27 +190,8 @@ pub fn exchange_code(
         }
         Redemption::Invalid => return Err(invalid_grant("the code is invalid or expired")),
     };
-    // From here on the code is spent: a wrong redirect URI or verifier also revokes its grant.
-    let refuse = |description: &str| match flow.revoke_grant(
-        &grant.id,
-        "code presented with a wrong redirect_uri or verifier",
-        now,
-    ) {
-        Ok(()) => invalid_grant(description),
-        Err(e) => OAuthError::from_store(e),
-    };
-    if record.redirect_uri != redirect_uri {
-        return Err(refuse(
-            "redirect_uri does not match the authorization request",
-        ));
-    }
-    let verifier = code_verifier.filter(|v| crate::authorize::is_pkce_value(v));
-    let verified = Pkce::required().verify(
-        Some(Value::private(Some(record.code_challenge.clone()))),
-        verifier.map(Cow::Borrowed),
-    );
-    if verified.is_err() {
-        return Err(refuse("code_verifier does not match the code_challenge"));
+    if let Some(description) = refused {
+        return Err(invalid_grant(description));
     }
     let user = active_user(users, &grant)?;
     let mut response = tokens_for(
@@ -198,10 +202,8 @@ pub fn exchange_code(
         &grant.scope,
         record.nonce.as_deref(),
     )?;
-    if let Some((token, refresh)) = first_refresh_token(ctx, client, &grant, &grant.scope)? {
-        flow.add_refresh_token(&refresh)
-            .map_err(OAuthError::from_store)?;
-        response.refresh_token = Some(token.reveal().to_owned());
+    if with_refresh {
+        response.refresh_token = refresh_token.map(|t| t.reveal().to_owned());
     }
     Ok(response)
 }

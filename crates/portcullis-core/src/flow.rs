@@ -115,6 +115,17 @@ pub enum Redemption<T> {
     Invalid,
 }
 
+/// What the token endpoint decides about a code it redeems, inside the transaction that
+/// spends it.
+#[derive(Debug)]
+pub enum CodeCheck {
+    /// The request matches the code: the grant's first refresh token, if it gets one, is
+    /// stored with the spent code.
+    Accept(Option<RefreshRecord>),
+    /// It does not (a wrong redirect URI or verifier): the grant is revoked for this reason.
+    Refuse(&'static str),
+}
+
 /// How many rows a purge removed, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -194,14 +205,19 @@ pub trait FlowStore: Send + Sync {
 
     /// Stores a new grant and its code, together.
     fn create_grant_with_code(&self, grant: &Grant, code: &CodeRecord) -> Result<(), StoreError>;
-    /// Marks the code used, exactly once even under concurrency, and returns it with its grant.
-    /// A second use revokes the grant. A code issued to another client is `Invalid` and left
-    /// untouched: a client cannot spend, or revoke by replaying, what is not its own.
+    /// Marks the code used, exactly once even under concurrency, and returns it with its grant,
+    /// all in one transaction. On first use `check` decides, before the transaction ends,
+    /// whether the request matches the code: what it accepts is stored with the spent code; if
+    /// it refuses, the code is spent all the same and its grant revoked (the caller knows which
+    /// it answered). A second use revokes the grant. A code issued to another client is
+    /// `Invalid` and left untouched: a client cannot spend, or revoke by replaying, what is not
+    /// its own.
     fn consume_code(
         &self,
         hash: &TokenHash,
         client: &ClientId,
         now: UnixTime,
+        check: &mut dyn FnMut(&CodeRecord, &Grant) -> CodeCheck,
     ) -> Result<Redemption<(CodeRecord, Grant)>, StoreError>;
 
     fn add_refresh_token(&self, token: &RefreshRecord) -> Result<(), StoreError>;

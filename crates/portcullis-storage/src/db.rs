@@ -231,9 +231,14 @@ impl Database {
         // No minimum of idle connections: r2d2 would open them on a background thread at any
         // time, and a process that exits while such a thread is inside libpq's TLS handshake
         // crashes in OpenSSL's exit-time clean-up. Connections are opened on demand and kept.
+        // A PostgreSQL connection is checked with a query before each use, so that one the
+        // server dropped (a restart, a fail-over) is replaced rather than failing a request. A
+        // SQLite connection is a file handle that cannot go stale: checking it would only add
+        // a query to every database call.
         let pool = r2d2::Pool::builder()
             .max_size(options.max_connections.max(1))
             .min_idle(Some(0))
+            .test_on_check_out(matches!(url, DatabaseUrl::Postgres(_)))
             .connection_timeout(options.connect_timeout)
             .build(manager)
             .map_err(OpenError::Pool)?;

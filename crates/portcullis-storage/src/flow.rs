@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use portcullis_core::UnixTime;
 use portcullis_core::domain::{ClientId, ScopeSet};
 use portcullis_core::flow::{
-    CodeRecord, Consent, FlowStore, Grant, Purged, Redemption, RefreshRecord, Session,
+    CodeCheck, CodeRecord, Consent, FlowStore, Grant, Purged, Redemption, RefreshRecord, Session,
     SessionStage, Sessions,
 };
 use portcullis_core::model::UserId;
@@ -434,6 +434,7 @@ impl FlowStore for DieselStore {
         hash: &TokenHash,
         client: &ClientId,
         now: UnixTime,
+        check: &mut dyn FnMut(&CodeRecord, &Grant) -> CodeCheck,
     ) -> Result<Redemption<(CodeRecord, Grant)>, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |conn| {
@@ -487,7 +488,13 @@ impl FlowStore for DieselStore {
                 created_at: UnixTime::from_secs(created_at),
                 expires_at: UnixTime::from_secs(expires_at),
             };
-            Ok::<_, TxError>(Redemption::Redeemed((code, grant.into_grant()?)))
+            let grant = grant.into_grant()?;
+            match check(&code, &grant) {
+                CodeCheck::Accept(Some(refresh)) => insert_refresh(conn, &refresh)?,
+                CodeCheck::Accept(None) => {}
+                CodeCheck::Refuse(reason) => revoke(conn, &grant.id, reason, now)?,
+            }
+            Ok::<_, TxError>(Redemption::Redeemed((code, grant)))
         })
         .map_err(StoreError::from)
     }
