@@ -209,7 +209,7 @@ def main():
     extra = dict(e.split("=", 1) for e in a.env)
     server = Server(os.path.abspath(a.binary), work, **extra)
     results = {}
-    eddsa = None
+    eddsa = raw = None
     try:
         server.cli("migrate")
         service = json.loads(server.cli("client", "create", "--name", "bench service",
@@ -240,6 +240,9 @@ def main():
         # (keys.access_token_alg), started only for its scenarios.
         eddsa = Server(os.path.abspath(a.binary), work,
                        **(extra | {"PORTCULLIS__KEYS__ACCESS_TOKEN_ALG": "EdDSA"}))
+        # Another, with failing connections never slowed, to measure what a refusal costs.
+        raw = Server(os.path.abspath(a.binary), work,
+                     **(extra | {"PORTCULLIS__RATE_LIMIT__SLOW_FAILING_CONNECTIONS_AFTER": "0"}))
         basic = ["-a", f"{service['client_id']}:{service['client_secret']}"]
         form = ["-T", "application/x-www-form-urlencoded", "-m", "POST"]
         scenarios = [
@@ -263,22 +266,26 @@ def main():
             # An unknown client with a wrong secret (it is soon refused by its failure limit),
             # and a garbage body with no credentials: both must be refused with a 4xx.
             ["-a", f"{uuid.uuid4()}:wrong", *form, "-d", "grant_type=client_credentials",
-             server.base + "/oauth2/token"],
-            [*form, "-d", "%%%&&&=garbage%zz&grant_type=&grant_type=x", server.base + "/oauth2/token"],
+             "/oauth2/token"],
+            [*form, "-d", "%%%&&&=garbage%zz&grant_type=&grant_type=x", "/oauth2/token"],
         ]
+
+        def at(srv, args):
+            return [*args[:-1], srv.base + args[-1]]
         valid = [*basic, *form, "-d", "grant_type=client_credentials", server.base + "/oauth2/token"]
 
         def junk_alone(s, c):
-            return oha(junk[0], s / 2, c, accept=("4",)) | {"note": "unknown client, wrong secret"}
+            return oha(at(raw, junk[0]), s / 2, c, accept=("4",)) | {"note": "unknown client, wrong secret"}
 
         def garbage_alone(s, c):
-            return oha(junk[1], s / 2, c, accept=("4",))
+            return oha(at(raw, junk[1]), s / 2, c, accept=("4",))
 
         def valid_under_junk(s, c):
             """Valid token requests on half the connections, the two junk streams on the other
             half; the valid stream's figures, the server's CPU per request over all three."""
             half = max(1, c // 2)
-            procs = [subprocess.Popen(oha_cmd(j, s, max(1, half // 2)), stdout=subprocess.PIPE, text=True)
+            procs = [subprocess.Popen(oha_cmd(at(server, j), s, max(1, half // 2)),
+                                      stdout=subprocess.PIPE, text=True)
                      for j in junk]
             mine = oha(valid, s, half)
             others = [oha_summary(p.communicate()[0], accept=("4",)) for p in procs]
@@ -288,8 +295,8 @@ def main():
             return mine
 
         scenarios += [
-            ("junk: unknown client, wrong secret (4xx expected)", junk_alone),
-            ("junk: garbage body, no credentials (4xx expected)", garbage_alone),
+            ("junk: unknown client, wrong secret (4xx expected)", junk_alone, raw),
+            ("junk: garbage body, no credentials (4xx expected)", garbage_alone, raw),
             ("client_credentials, 32 connections, alone", lambda s, c: oha(valid, s, max(1, c // 2))),
             ("client_credentials, 32 connections, beside 32 of junk", valid_under_junk),
         ]
@@ -297,8 +304,9 @@ def main():
             scenarios = scenarios[:4]
         if a.only:
             scenarios = [s for s in scenarios if a.only in s[0]]
-        if any(len(s) > 2 for s in scenarios):
-            eddsa.start()
+        for other in {s[2] for s in scenarios if len(s) > 2}:
+            other.start()
+        if eddsa.proc:
             eddsa.token = token_from(eddsa)
         for name, run, *on in scenarios:
             srv = on[0] if on else server
@@ -342,8 +350,9 @@ def main():
                 json.dump(summary, f, indent=2)
     finally:
         server.stop()
-        if eddsa:
-            eddsa.stop()
+        for other in (eddsa, raw):
+            if other:
+                other.stop()
         if os.environ.get("BENCH_KEEP_TMP") != "1":
             shutil.rmtree(work, ignore_errors=True)
 

@@ -10,4 +10,5 @@ if ! command -v oha >/dev/null; then
     cargo install oha --locked
 fi
 cargo build --release -p portcullis-web --bin portcullis
-exec python3 bench/run.py "${CARGO_TARGET_DIR:-target}/release/portcullis" "$@"
+# --pin: the server on CPU 0, the load generators on CPU 1 (docs/BENCHMARKS.md).
+exec python3 bench/run.py "${CARGO_TARGET_DIR:-target}/release/portcullis" --pin "$@"

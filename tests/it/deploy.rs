@@ -581,7 +581,7 @@ fn the_image_runs_as_a_numeric_non_root_user() {
         "--mount=type=cache,target=/usr/local/cargo/registry",
         "--mount=type=cache,target=/src/target",
         "--no-install-recommends",
-        "libpq5",
+        "libssl3",
         "libsqlite3-0",
         "rm -rf /var/lib/apt/lists/*",
         "WORKDIR /var/lib/portcullis",

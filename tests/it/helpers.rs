@@ -44,6 +44,9 @@ pub fn test_settings(db: &TestDatabase) -> Settings {
     // Load tests send thousands of requests from 127.0.0.1; the rate-limit tests set their own.
     s.rate_limit.per_ip = "1000000/1m".into();
     s.rate_limit.per_client = "1000000/1m".into();
+    // Tests send bad requests on purpose, many on one connection: slowing them is tested
+    // on its own (limits.rs).
+    s.rate_limit.slow_failing_connections_after = 0;
     s.keys.master_key = Some(
         portcullis_core::keys::MasterKey::generate(&portcullis_core::OsRandom)
             .unwrap()

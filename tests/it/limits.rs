@@ -386,3 +386,69 @@ async fn a_sign_in_posted_from_another_site_is_refused() {
         assert_eq!(res.status(), 303, "{origin}");
     }
 }
+
+/// A connection whose answers keep being client errors is slowed, and the counter on
+/// `/metrics` says how many requests waited. A success on it ends the slowing; another
+/// connection is never slowed for it.
+#[tokio::test]
+async fn a_connection_that_keeps_failing_is_slowed_until_it_succeeds() {
+    const TOKEN: &str = "a-metrics-token-of-thirty-two-characters-or-more";
+    let app = app_with(|s| {
+        s.rate_limit.slow_failing_connections_after = 3;
+        s.metrics.token = Some(TOKEN.into());
+    })
+    .await;
+    let (id, secret) = app.service_client("svc");
+    // One connection for the requests under test, another for the scrapes.
+    let one = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let other = reqwest::Client::new();
+    let slowed = || async {
+        let page = other
+            .get(app.url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.lines()
+            .find_map(|l| l.strip_prefix("portcullis_slowed_requests_total "))
+            .expect("the counter is exported")
+            .parse::<u64>()
+            .unwrap()
+    };
+    let token = |secret: &str| {
+        one.post(app.url("/oauth2/token"))
+            .basic_auth(&id, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(token("wrong").await.unwrap().status(), 401);
+    }
+    assert_eq!(slowed().await, 0, "three errors: not yet");
+    assert_eq!(token("wrong").await.unwrap().status(), 401);
+    assert_eq!(slowed().await, 1, "the fourth in a row waited");
+    assert_eq!(
+        token(&secret).await.unwrap().status(),
+        200,
+        "slowed, not refused"
+    );
+    assert_eq!(slowed().await, 2);
+    assert_eq!(token("wrong").await.unwrap().status(), 401);
+    assert_eq!(slowed().await, 2, "the success ended it");
+    // The scrapes' own connection was never slowed, and a new one is not either.
+    let fresh = reqwest::Client::new()
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(slowed().await, 2);
+}

@@ -63,6 +63,9 @@ impl CachingVerifier {
     async fn fetch(&mut self) {
         self.turn += 1;
         let url = &self.jwks_urls[self.turn % self.jwks_urls.len()];
+        // RFC 9111 §4.2.3: a response's age includes the time it took to arrive, so its
+        // freshness runs from when it was asked for (on a busy machine that can be seconds).
+        let asked = Instant::now();
         let res = self.http.get(url).send().await.unwrap();
         assert_eq!(res.status(), 200);
         let max_age: u64 = res
@@ -84,7 +87,7 @@ impl CachingVerifier {
                 )
             })
             .collect();
-        self.fresh_until = Some(Instant::now() + Duration::from_secs(max_age));
+        self.fresh_until = Some(asked + Duration::from_secs(max_age));
         self.fetches += 1;
     }
 

@@ -16,7 +16,7 @@ use crate::model::{Client, UserId};
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::random::{self, Random};
 use crate::secret::PlainToken;
-use crate::store::{ClientStore, StoreError};
+use crate::store::StoreError;
 
 /// The parameters as received (query or form). Repeated parameters were refused earlier.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -138,8 +138,11 @@ pub(crate) fn is_pkce_value(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
+/// Where the authorization endpoint finds a client: the store, or memory in front of it.
+pub type FindClient<'a> = &'a dyn Fn(&ClientId) -> Result<Option<Client>, StoreError>;
+
 pub fn validate(
-    clients: &dyn ClientStore,
+    find_client: FindClient<'_>,
     p: &AuthorizeParams,
 ) -> Result<AuthorizationRequest, AuthorizeError> {
     let page = |m: &str| AuthorizeError::Page(m.to_owned());
@@ -149,8 +152,7 @@ pub fn validate(
         .ok_or_else(|| page("The request names no application (client_id is missing)."))?;
     let client_id = ClientId::parse(client_id)
         .map_err(|_| page("The application that sent you here is not registered."))?;
-    let client = clients
-        .find_client(&client_id)
+    let client = find_client(&client_id)
         .map_err(AuthorizeError::Store)?
         .ok_or_else(|| page("The application that sent you here is not registered."))?;
     let given = p.redirect_uri.as_deref().ok_or_else(|| {
@@ -318,7 +320,7 @@ pub fn validate(
 /// redirect URI check out, back to the client with `invalid_request` and no `state` (which
 /// one would it be?).
 pub fn params_from_pairs(
-    clients: &dyn ClientStore,
+    find_client: FindClient<'_>,
     pairs: &[(String, String)],
 ) -> Result<AuthorizeParams, AuthorizeError> {
     let mut seen = std::collections::HashSet::new();
@@ -356,7 +358,7 @@ pub fn params_from_pairs(
         )));
     }
     match validate(
-        clients,
+        find_client,
         &AuthorizeParams {
             state: None,
             ..p.clone()

@@ -82,6 +82,16 @@ impl ClientCache {
         )
     }
 
+    /// The client `id`, if it is held (and the store's generation is known).
+    pub fn held(&self, id: &str) -> Option<Arc<Client>> {
+        if !self.enabled {
+            return None;
+        }
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner.generation?;
+        inner.entries.get(id).map(|e| e.client.clone())
+    }
+
     /// Reads the client `presented` names from `store`, keeps it when it exists and no change
     /// was seen meanwhile, and authenticates it at `now`.
     pub fn load(
@@ -430,6 +440,18 @@ mod tests {
         assert!(cache.authenticate(&basic("svc", "third"), NOW).is_none());
         cache.load(&caching, &basic("svc", "third"), NOW).unwrap();
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_held_client_is_found_without_its_secret() {
+        let store = store_with("svc", &[secret("s3cret", None)]);
+        let cache = ClientCache::new(true);
+        assert!(cache.held("svc").is_none());
+        cache.observe(store.client_generation());
+        cache.load(&store, &basic("svc", "s3cret"), NOW).unwrap();
+        assert_eq!(cache.held("svc").unwrap().id.as_str(), "svc");
+        cache.forget();
+        assert!(cache.held("svc").is_none());
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Metrics {
     tokens: RwLock<HashMap<String, AtomicU64>>,
     login_failures: RwLock<HashMap<String, AtomicU64>>,
     rate_limited: RwLock<HashMap<String, AtomicU64>>,
+    /// Requests that waited because their connection kept getting client errors.
+    slowed: AtomicU64,
 }
 
 /// Adds one to the counter of `label`: under the read lock, but for a label's first count.
@@ -111,6 +113,11 @@ impl Metrics {
     /// A token issued, by grant type.
     pub fn token_issued(&self, grant_type: &'static str) {
         bump(&self.tokens, grant_type);
+    }
+
+    /// A request made to wait: its connection kept getting client errors.
+    pub fn slowed(&self) {
+        self.slowed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A sign-in step that failed: `password` or `second_factor`.
@@ -200,6 +207,11 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_slowed_requests_total Requests made to wait because their connection kept getting client errors.\n# TYPE portcullis_slowed_requests_total counter\nportcullis_slowed_requests_total {}",
+            self.slowed.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP portcullis_db_pool_connections Database connections of this node, by state.\n# TYPE portcullis_db_pool_connections gauge\nportcullis_db_pool_connections{{state=\"in_use\"}} {}\nportcullis_db_pool_connections{{state=\"idle\"}} {}\n# HELP portcullis_db_pool_max_connections The most connections the pool opens.\n# TYPE portcullis_db_pool_max_connections gauge\nportcullis_db_pool_max_connections {}",

@@ -416,6 +416,49 @@ pub fn json_refusal(decision: &Decision) -> actix_web::HttpResponse {
     res
 }
 
+/// Client errors in a row on one connection (kept with the connection).
+#[derive(Clone, Default)]
+pub struct Strikes(std::rc::Rc<std::cell::Cell<u32>>);
+
+/// How long a request on a connection with `strikes` client errors in a row waits, when
+/// slowing starts `after` of them: nothing before, then 10 ms doubling up to a second.
+pub fn failure_delay(strikes: u32, after: u32) -> Option<Duration> {
+    let over = strikes.checked_sub(after)?;
+    Some(Duration::from_millis(10u64 << over.min(7)).min(Duration::from_secs(1)))
+}
+
+/// Slows a connection that keeps getting client errors (`rate_limit.slow_failing_connections_after`).
+/// The wait is a timer, not work: a stream of bad requests on keep-alive connections then gets
+/// few answers and little CPU, and the valid requests beside it keep their speed. A client
+/// that opens a new connection per request pays a TCP handshake each time instead.
+pub async fn slow_failing_connections(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let state = req
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .cloned();
+    let after = state
+        .as_ref()
+        .and_then(|s| s.limits.slow_failing_connections_after);
+    let (Some(after), Some(state), Some(strikes)) =
+        (after, state, req.conn_data::<Strikes>().cloned())
+    else {
+        return next.call(req).await;
+    };
+    if let Some(delay) = failure_delay(strikes.0.get(), after) {
+        state.metrics.slowed();
+        tokio::time::sleep(delay).await;
+    }
+    let res = next.call(req).await?;
+    if res.status().is_client_error() {
+        strikes.0.set(strikes.0.get().saturating_add(1));
+    } else {
+        strikes.0.set(0);
+    }
+    Ok(res)
+}
+
 /// Counts each request to a limited endpoint against its client address.
 pub async fn per_ip(
     req: actix_web::dev::ServiceRequest,
@@ -465,6 +508,16 @@ mod tests {
             requests: 3,
             window: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn failing_connections_wait_longer_up_to_a_second() {
+        assert_eq!(failure_delay(9, 10), None);
+        assert_eq!(failure_delay(10, 10), Some(Duration::from_millis(10)));
+        assert_eq!(failure_delay(11, 10), Some(Duration::from_millis(20)));
+        assert_eq!(failure_delay(16, 10), Some(Duration::from_millis(640)));
+        assert_eq!(failure_delay(17, 10), Some(Duration::from_secs(1)));
+        assert_eq!(failure_delay(u32::MAX, 10), Some(Duration::from_secs(1)));
     }
 
     #[actix_web::test]

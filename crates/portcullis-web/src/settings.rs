@@ -70,6 +70,9 @@ pub struct RateLimitSettings {
     pub login_failures_per_account: String,
     pub login_attempts_per_ip: String,
     pub client_auth_failures: String,
+    /// After this many answers in a row on one connection were client errors (4xx), each
+    /// further request on it waits first: 10 ms, doubling up to 1 s. 0: never.
+    pub slow_failing_connections_after: u32,
 }
 
 impl Default for RateLimitSettings {
@@ -84,6 +87,7 @@ impl Default for RateLimitSettings {
             login_failures_per_account: "5/15m".into(),
             login_attempts_per_ip: "50/15m".into(),
             client_auth_failures: "10/15m".into(),
+            slow_failing_connections_after: 10,
         }
     }
 }
@@ -499,6 +503,9 @@ pub struct RateLimits {
     pub login_attempts_per_ip: Quota,
     /// Failed client authentications for one client id.
     pub client_auth_failures: Quota,
+    /// Client errors in a row on one connection after which its requests are slowed; `None`:
+    /// never.
+    pub slow_failing_connections_after: Option<u32>,
 }
 
 impl RateLimits {
@@ -696,6 +703,8 @@ impl Config {
                 &r.client_auth_failures,
                 "rate_limit.client_auth_failures",
             )?,
+            slow_failing_connections_after: (r.slow_failing_connections_after > 0)
+                .then_some(r.slow_failing_connections_after),
         };
         if let Some(url) = &rate_limits.redis_url {
             // The URL may hold a password: the message does not repeat it.

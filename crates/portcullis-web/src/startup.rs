@@ -214,8 +214,12 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(errors::replace_framework_errors))
                 .wrap(from_fn(crate::metrics::middleware))
                 .wrap(from_fn(request_id::middleware))
+                .wrap(from_fn(rate_limit::slow_failing_connections))
                 .configure(|cfg| routes::configure(cfg, max_body))
                 .default_service(web::to(not_found))
+        })
+        .on_connect(|_, data| {
+            data.insert(rate_limit::Strikes::default());
         })
         .disable_signals()
         .shutdown_timeout(config.shutdown_timeout.as_secs());

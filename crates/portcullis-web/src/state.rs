@@ -77,6 +77,19 @@ impl AppState {
         }
     }
 
+    /// A client for the authorization endpoint: from this node's memory when it holds it
+    /// (within `database.client_cache_refresh_ms` of a change made elsewhere), otherwise read.
+    /// Never for a read that a change will be based on: the admin API reads the store.
+    pub fn find_client_to_authorize(
+        &self,
+        id: &portcullis_core::domain::ClientId,
+    ) -> Result<Option<portcullis_core::model::Client>, portcullis_core::store::StoreError> {
+        match self.client_cache.held(id.as_str()) {
+            Some(client) => Ok(Some(portcullis_core::model::Client::clone(&client))),
+            None => self.clients.find_client(id),
+        }
+    }
+
     /// What the token-side protocol needs, borrowed from the state.
     pub fn oauth_context(&self) -> portcullis_core::oauth::Context<'_> {
         portcullis_core::oauth::Context {

@@ -82,7 +82,7 @@ fn decide(
     params: &AuthorizeParams,
     token: Option<String>,
 ) -> anyhow::Result<Next> {
-    let req = match authorize::validate(state.clients.as_ref(), params) {
+    let req = match authorize::validate(&|id| state.find_client_to_authorize(id), params) {
         Ok(r) => r,
         Err(AuthorizeError::Store(e)) => return Err(e.into()),
         Err(e) => return Ok(Next::Refuse(e)),
@@ -182,7 +182,7 @@ async fn from_pairs(
     let token = session::token_from(&req, &state);
     let st = state.clone();
     let (next, resume) = web::block(move || -> anyhow::Result<(Next, Option<Resume>)> {
-        match authorize::params_from_pairs(st.clients.as_ref(), &pairs) {
+        match authorize::params_from_pairs(&|id| st.find_client_to_authorize(id), &pairs) {
             Ok(params) => {
                 let next = decide(&st, &params, token)?;
                 let resume = Resume {
@@ -280,8 +280,8 @@ pub async fn consent(
         let Some(session) = session::signed_in(&st, &token)? else {
             return Ok(Ok(return_to));
         };
-        let parsed = authorize::params_from_pairs(st.clients.as_ref(), &pairs)
-            .and_then(|params| authorize::validate(st.clients.as_ref(), &params));
+        let parsed = authorize::params_from_pairs(&|id| st.find_client_to_authorize(id), &pairs)
+            .and_then(|params| authorize::validate(&|id| st.find_client_to_authorize(id), &params));
         let ar = match parsed {
             Ok(ar) => ar,
             Err(AuthorizeError::Redirect(r)) => return Ok(Ok(r.url(&st.issuer))),
