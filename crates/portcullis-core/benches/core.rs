@@ -95,14 +95,137 @@ fn verify_rs256(b: Bencher) {
     verify(b, SigningAlg::Rs256);
 }
 
-/// The whole client-credentials grant once the client is known: claims, an ES256 JWT, the
-/// response.
-#[divan::bench]
-fn client_credentials_token(bencher: Bencher) {
+/// An access token verified before and presented again (as a resource server introspects):
+/// one SHA-256 and a look-up instead of the signature check.
+#[divan::bench(args = [SigningAlg::Es256, SigningAlg::EdDsa])]
+fn verify_remembered_access_token(bencher: Bencher, alg: SigningAlg) {
     let ring = ring();
-    let issuer = IssuerUrl::parse("https://id.example.com", false).unwrap();
     let now = SystemClock.now();
-    let client = Client {
+    let claims = serde_json::json!({ "sub": "x", "exp": now.as_secs() + 300 });
+    let token = ring.sign(alg, "at+jwt", &claims, now).unwrap();
+    let exp = |c: &serde_json::Value| c["exp"].as_i64().unwrap_or(0);
+    ring.verify_remembered(&token, Some("at+jwt"), now, exp)
+        .unwrap();
+    bencher.bench(|| {
+        ring.verify_remembered(black_box(&token), Some("at+jwt"), now, exp)
+            .unwrap()
+    });
+}
+
+/// A held client authenticated with its secret: a read lock, one SHA-256, a constant-time
+/// comparison per live secret.
+#[divan::bench]
+fn held_client_authentication(bencher: Bencher) {
+    use portcullis_core::client_auth::Presented;
+    use portcullis_core::client_cache::ClientCache;
+    use portcullis_core::model::ClientSecretRecord;
+    use portcullis_core::store::{ClientStore, StoreError};
+
+    /// One client with one secret, as a store would return it.
+    struct One(Client, ClientSecretRecord);
+    impl ClientStore for One {
+        fn create_client(
+            &self,
+            _: &Client,
+            _: Option<&ClientSecretRecord>,
+            _: Option<&portcullis_core::audit::AuditEvent>,
+            _: Option<&TokenHash>,
+        ) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        fn registration_token(&self, _: &ClientId) -> Result<Option<TokenHash>, StoreError> {
+            Ok(None)
+        }
+        fn find_client(&self, _: &ClientId) -> Result<Option<Client>, StoreError> {
+            Ok(Some(self.0.clone()))
+        }
+        fn list_clients(
+            &self,
+            _: Option<&ClientId>,
+            _: u32,
+            _: Option<&str>,
+        ) -> Result<Vec<Client>, StoreError> {
+            Ok(vec![])
+        }
+        fn count_clients(&self) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+        fn update_client(
+            &self,
+            _: &Client,
+            _: &portcullis_core::audit::AuditEvent,
+        ) -> Result<bool, StoreError> {
+            unreachable!()
+        }
+        fn delete_client(
+            &self,
+            _: &ClientId,
+            _: portcullis_core::UnixTime,
+            _: &portcullis_core::audit::AuditEvent,
+        ) -> Result<bool, StoreError> {
+            unreachable!()
+        }
+        fn longest_token_lifetime(&self) -> Result<Option<Duration>, StoreError> {
+            Ok(None)
+        }
+        fn rotate_client_secret(
+            &self,
+            _: &ClientId,
+            _: &ClientSecretRecord,
+            _: portcullis_core::UnixTime,
+            _: &portcullis_core::audit::AuditEvent,
+        ) -> Result<bool, StoreError> {
+            unreachable!()
+        }
+        fn revoke_client_secret(
+            &self,
+            _: &ClientId,
+            _: uuid::Uuid,
+            _: portcullis_core::UnixTime,
+            _: &portcullis_core::audit::AuditEvent,
+        ) -> Result<bool, StoreError> {
+            unreachable!()
+        }
+        fn client_secrets(
+            &self,
+            _: &ClientId,
+            _: portcullis_core::UnixTime,
+        ) -> Result<Vec<ClientSecretRecord>, StoreError> {
+            Ok(vec![self.1.clone()])
+        }
+        fn client_generation(&self) -> Result<i64, StoreError> {
+            Ok(1)
+        }
+    }
+
+    let now = SystemClock.now();
+    let secret = "kq3U2n8bq2Yb0o7yKxRzS0oJcH7q1m5Tg9WlXvA3fE4";
+    let store = One(
+        service_client(now),
+        ClientSecretRecord {
+            id: uuid::Uuid::nil(),
+            hash: TokenHash::of(secret),
+            created_at: now,
+            expires_at: None,
+        },
+    );
+    let cache = ClientCache::new(true);
+    cache.observe(store.client_generation());
+    let presented = Presented::Basic {
+        client_id: store.0.id.to_string(),
+        secret: secret.to_owned(),
+    };
+    cache.load(&store, &presented, now).unwrap();
+    bencher.bench(|| {
+        cache
+            .authenticate(black_box(&presented), now)
+            .unwrap()
+            .unwrap()
+    });
+}
+
+fn service_client(now: portcullis_core::UnixTime) -> Client {
+    Client {
         id: ClientId::parse("01a248c8-63b0-7af1-90f7-3282deb82cd6").unwrap(),
         name: ClientName::parse("Batch job").unwrap(),
         redirect_uris: vec![],
@@ -117,7 +240,16 @@ fn client_credentials_token(bencher: Bencher) {
         roles_claim: false,
         created_at: now,
         updated_at: now,
-    };
+    }
+}
+
+/// The whole client-credentials grant once the client is known: claims, an ES256 JWT, the
+/// response.
+#[divan::bench]
+fn client_credentials_token(bencher: Bencher) {
+    let ring = ring();
+    let issuer = IssuerUrl::parse("https://id.example.com", false).unwrap();
+    let client = service_client(SystemClock.now());
     bencher.bench(|| {
         let ctx = Context {
             issuer: &issuer,

@@ -555,7 +555,10 @@ const REMEMBERED: usize = 8192;
 /// What [`KeyRing::verify_remembered`] remembers: by the SHA-256 of the expected `typ` and the
 /// token, the decoded claims and when they expire.
 #[derive(Default)]
-struct Verified(RwLock<HashMap<[u8; 32], (i64, Arc<dyn std::any::Any + Send + Sync>)>>);
+struct Verified(RwLock<HashMap<[u8; 32], (i64, Claims)>>);
+
+/// Decoded claims of any type (each caller asks for its own).
+type Claims = Arc<dyn std::any::Any + Send + Sync>;
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -304,10 +304,16 @@ pub async fn token(
     let resource = form.resource;
     let response = match grant {
         // Stateless: with the client in memory, no database and no hop to the blocking pool.
-        Some("client_credentials") => authenticated(&state, presented).await.and_then(|client| {
-            oauth::client_credentials(&state.oauth_context(), &client, scope, resource.as_deref())
-                .map_err(refused)
-        }),
+        Some("client_credentials") => match authenticated(&state, presented).await {
+            Ok(client) => oauth::client_credentials(
+                &state.oauth_context(),
+                &client,
+                scope,
+                resource.as_deref(),
+            )
+            .map_err(refused),
+            Err(e) => Err(e),
+        },
         Some(grant) => {
             let (code, redirect_uri, verifier, refresh_token) = (
                 form.code,
@@ -342,13 +348,14 @@ pub async fn token(
         }
         // The client still authenticates first: an unknown grant from an unknown client is
         // an invalid_client, as before.
-        None => authenticated(&state, presented).await.and_then(|_| {
-            Err(OAuthError::new(
+        None => match authenticated(&state, presented).await {
+            Ok(_) => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 "this grant type is not supported",
             )
-            .into())
-        }),
+            .into()),
+            Err(e) => Err(e),
+        },
     };
     after_refusal(&req, &state, &client_id, grant, &response).await;
     let response = response?;
