@@ -1180,3 +1180,61 @@ fn sqlite_runs_in_wal_mode_with_foreign_keys() {
         .unwrap();
     assert_eq!(mode.journal_mode, "wal");
 }
+
+/// Every foreign key's column leads some index: deleting or updating the row it refers to
+/// (a session, a grant, a client, a user) must not read the whole referring table, as it did
+/// for `grants.session_id` (each sign-in deleted a session and read every grant).
+#[test]
+fn every_foreign_key_is_indexed() {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    #[derive(QueryableByName)]
+    struct Fk {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        from: String,
+    }
+    #[derive(QueryableByName)]
+    struct Leading {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let f = open(TestDatabase::sqlite().unwrap());
+    let mut conn = conn(&f);
+    let tables: Vec<Row> = diesel::sql_query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+         AND name != '__diesel_schema_migrations'",
+    )
+    .load(&mut *conn)
+    .unwrap();
+    let mut unindexed = Vec::new();
+    for table in &tables {
+        let fks: Vec<Fk> = diesel::sql_query(format!(
+            "SELECT \"from\" FROM pragma_foreign_key_list('{}')",
+            table.name
+        ))
+        .load(&mut *conn)
+        .unwrap();
+        // The first column of each index, and of the primary key (a rowid table's own key
+        // is its index).
+        let leading: Vec<Leading> = diesel::sql_query(format!(
+            "SELECT ii.name AS name FROM pragma_index_list('{t}') AS il, \
+             pragma_index_info(il.name) AS ii WHERE ii.seqno = 0 \
+             UNION SELECT name FROM pragma_table_info('{t}') WHERE pk = 1",
+            t = table.name
+        ))
+        .load(&mut *conn)
+        .unwrap();
+        for fk in fks {
+            if !leading.iter().any(|l| l.name == fk.from) {
+                unindexed.push(format!("{}.{}", table.name, fk.from));
+            }
+        }
+    }
+    assert!(
+        unindexed.is_empty(),
+        "foreign keys without an index: {unindexed:?}"
+    );
+}
