@@ -91,19 +91,37 @@ impl UserRow {
 
 /// The roles of each of `ids`, their own and their groups', in two queries.
 fn roles_of(conn: &mut DbConnection, ids: &[&str]) -> Result<Vec<(String, RoleName)>, StoreError> {
-    let mut rows: Vec<(String, String)> = user_roles::table
+    let direct = user_roles::table
         .inner_join(roles::table)
-        .filter(user_roles::user_id.eq_any(ids))
-        .select((user_roles::user_id, roles::name))
-        .load(conn)
-        .map_err(from_diesel)?;
-    let through_groups: Vec<(String, String)> = group_members::table
+        .select((user_roles::user_id, roles::name));
+    let through_groups = group_members::table
         .inner_join(group_roles::table.on(group_roles::group_id.eq(group_members::group_id)))
         .inner_join(roles::table.on(roles::id.eq(group_roles::role_id)))
-        .filter(group_members::user_id.eq_any(ids))
-        .select((group_members::user_id, roles::name))
-        .load(conn)
-        .map_err(from_diesel)?;
+        .select((group_members::user_id, roles::name));
+    // One user (every sign-in and token): `= ?` keeps the statements prepared once per
+    // connection; `IN (…)` with a varying length is prepared again on every call.
+    let (mut rows, through_groups): (Vec<(String, String)>, Vec<(String, String)>) = match ids {
+        [id] => (
+            direct
+                .filter(user_roles::user_id.eq(*id))
+                .load(conn)
+                .map_err(from_diesel)?,
+            through_groups
+                .filter(group_members::user_id.eq(*id))
+                .load(conn)
+                .map_err(from_diesel)?,
+        ),
+        _ => (
+            direct
+                .filter(user_roles::user_id.eq_any(ids))
+                .load(conn)
+                .map_err(from_diesel)?,
+            through_groups
+                .filter(group_members::user_id.eq_any(ids))
+                .load(conn)
+                .map_err(from_diesel)?,
+        ),
+    };
     rows.extend(through_groups);
     rows.sort();
     rows.dedup();
