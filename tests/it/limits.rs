@@ -452,3 +452,130 @@ async fn a_connection_that_keeps_failing_is_slowed_until_it_succeeds() {
     assert_eq!(fresh.status(), 200);
     assert_eq!(slowed().await, 2);
 }
+
+/// One request on a raw keep-alive connection: its status and `Connection` header, or `None`
+/// when the server closed the connection instead of answering.
+async fn exchange(stream: &mut tokio::net::TcpStream, request: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_owned())
+    };
+    let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+    while data.len() < head_end + length {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, header("connection").unwrap_or_default()))
+}
+
+/// Issue 9: keep-alive connections stay open on every response, errors included, so that bad
+/// requests cost no more than good ones (a closed connection costs a new TCP handshake). A
+/// refusal that answers before the body is read (a rate limit, a wrong content type) must
+/// not leave the body on the connection.
+#[tokio::test]
+async fn error_responses_keep_the_connection_open() {
+    let app = app_with(|s| s.rate_limit.per_ip = "5/1m".into()).await;
+    let (id, secret) = app.service_client("svc");
+    let address = app.address;
+    let basic = |id: &str, secret: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    };
+    let post = |auth: Option<String>, content_type: &str, body: &str| {
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: Basic {a}\r\n"));
+        format!(
+            "POST /oauth2/token HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let form = "application/x-www-form-urlencoded";
+    let cases = [
+        (
+            "a token",
+            post(
+                Some(basic(&id, &secret)),
+                form,
+                "grant_type=client_credentials",
+            ),
+            200,
+        ),
+        (
+            "a wrong secret",
+            post(
+                Some(basic(&id, "wrong")),
+                form,
+                "grant_type=client_credentials",
+            ),
+            401,
+        ),
+        (
+            "a repeated parameter",
+            post(None, form, "grant_type=a&grant_type=b"),
+            400,
+        ),
+        (
+            "a wrong content type",
+            post(None, "application/json", "{\"grant_type\":\"x\"}"),
+            400,
+        ),
+        (
+            "an unknown path",
+            format!("GET /nothing HTTP/1.1\r\nHost: {address}\r\n\r\n"),
+            404,
+        ),
+        (
+            "a wrong method",
+            format!(
+                "PUT /oauth2/token HTTP/1.1\r\nHost: {address}\r\nContent-Length: 3\r\n\r\nabc"
+            ),
+            405,
+        ),
+        (
+            "the per-address limit",
+            post(
+                Some(basic(&id, &secret)),
+                form,
+                "grant_type=client_credentials",
+            ),
+            429,
+        ),
+        (
+            "the next request",
+            format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n"),
+            200,
+        ),
+    ];
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    for (what, request, status) in cases {
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            exchange(&mut stream, &request),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer"));
+        let (got, connection) =
+            answer.unwrap_or_else(|| panic!("{what}: the connection was closed"));
+        assert_eq!(got, status, "{what}");
+        assert_ne!(connection, "close", "{what}: the server asked to close");
+    }
+}

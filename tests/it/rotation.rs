@@ -446,6 +446,19 @@ async fn the_master_key_is_rotated_without_invalidating_tokens() {
     assert!(second.is_active(&service, &secret, &again).await);
 }
 
+/// The CLI run as another process on `app`'s database, as an operator would.
+fn cli_on(
+    db: &TestDatabase,
+    app: &TestApp,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> crate::helpers::Run {
+    let mut cmd = command(dir);
+    cmd.env("PORTCULLIS__DATABASE__URL", db.raw_url())
+        .env("PORTCULLIS__KEYS__MASTER_KEY", &app.master_key);
+    run(cmd, args, None)
+}
+
 /// Whether `status` answers 401 within ten seconds (a client change made elsewhere reaches a
 /// node within its refresh interval, a fraction of that).
 pub(crate) async fn refused_soon<F: std::future::Future<Output = u16>>(
@@ -475,12 +488,7 @@ async fn without_the_client_cache_a_revocation_elsewhere_is_refused_at_once() {
     let app = spawn_with(db.clone(), settings).await.unwrap();
     let (service, secret) = app.service_client("Service");
     let dir = tempfile::tempdir().unwrap();
-    let cli = |args: &[&str]| {
-        let mut cmd = command(dir.path());
-        cmd.env("PORTCULLIS__DATABASE__URL", db.raw_url())
-            .env("PORTCULLIS__KEYS__MASTER_KEY", &app.master_key);
-        run(cmd, args, None)
-    };
+    let cli = |args: &[&str]| cli_on(&db, &app, dir.path(), args);
     let status = || async {
         app.client_credentials(&service, &secret)
             .await
@@ -505,12 +513,7 @@ async fn a_client_secret_is_rotated_with_an_overlap() {
     let app = spawn_with(db.clone(), test_settings(&db)).await.unwrap();
     let (service, old_secret) = app.service_client("Service");
     let dir = tempfile::tempdir().unwrap();
-    let cli = |args: &[&str]| {
-        let mut cmd = command(dir.path());
-        cmd.env("PORTCULLIS__DATABASE__URL", db.raw_url())
-            .env("PORTCULLIS__KEYS__MASTER_KEY", &app.master_key);
-        run(cmd, args, None)
-    };
+    let cli = |args: &[&str]| cli_on(&db, &app, dir.path(), args);
     let shown = cli(&["client", "show", &service, "--json"]);
     let old_id = shown.json()["secrets"][0]["secret_id"]
         .as_str()

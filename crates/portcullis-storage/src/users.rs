@@ -100,7 +100,8 @@ fn roles_of(conn: &mut DbConnection, ids: &[&str]) -> Result<Vec<(String, RoleNa
         .select((group_members::user_id, roles::name));
     // One user (every sign-in and token): `= ?` keeps the statements prepared once per
     // connection; `IN (…)` with a varying length is prepared again on every call.
-    let (mut rows, through_groups): (Vec<(String, String)>, Vec<(String, String)>) = match ids {
+    type Links = Vec<(String, String)>;
+    let (mut rows, through_groups): (Links, Links) = match ids {
         [id] => (
             direct
                 .filter(user_roles::user_id.eq(*id))

@@ -209,6 +209,9 @@ impl Application {
                 .app_data(web::FormConfig::default().limit(max_body))
                 .app_data(web::JsonConfig::default().limit(max_body))
                 .wrap(from_fn(rate_limit::per_ip))
+                .wrap(from_fn(move |req, next| {
+                    read_body_first(req, next, max_body)
+                }))
                 .wrap(from_fn(refuse_oversized))
                 .wrap(security_headers(hsts.clone()))
                 .wrap(ErrorHandlers::new().default_handler(errors::replace_framework_errors))
@@ -442,6 +445,37 @@ async fn refuse_oversized(
         }
         None => Ok(next.call(req).await?.map_into_boxed_body()),
     }
+}
+
+/// Reads a request's body (one with a `Content-Length` of at most `max` bytes) before anything
+/// answers it, and hands it on from memory. Whatever then answers early (a rate limit, a
+/// wrong content type, a refusal before the form is read), the connection has no unread
+/// bytes left and stays open: actix closes a keep-alive connection whose request body was
+/// not read. Larger or chunked bodies pass as they are, to the extractor's own limit.
+async fn read_body_first(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+    max: usize,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage as _;
+    use futures_util::StreamExt as _;
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(length @ 1..) = length
+        && length <= max
+    {
+        let mut payload = req.take_payload();
+        let mut body = web::BytesMut::with_capacity(length);
+        while let Some(chunk) = payload.next().await {
+            let chunk: web::Bytes = chunk?;
+            body.extend_from_slice(&chunk);
+        }
+        req.set_payload(actix_web::dev::Payload::from(body.freeze()));
+    }
+    next.call(req).await
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
