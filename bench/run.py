@@ -92,6 +92,8 @@ class Server:
                         return time.monotonic() - started
             except OSError:
                 pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the server exited ({self.proc.returncode}); see {self.work}/server.log")
             if time.monotonic() - started > 30:
                 raise SystemExit("the server did not become ready in 30 s")
             time.sleep(0.002)
@@ -178,7 +180,8 @@ def flows(server, client, scenario, seconds, concurrency):
     proc.stdin.write("\n")
     proc.stdin.flush()
     out = json.loads(proc.stdout.readline())
-    proc.wait()
+    if proc.wait() != 0:
+        raise SystemExit(f"{scenario}: the driver failed")
     out["cpu"] = cpu_seconds(server.proc.pid) - before
     return out
 
@@ -203,8 +206,12 @@ def main():
                     help="an extra setting for the server, e.g. PORTCULLIS__DATABASE__MAX_CONNECTIONS=2")
     a = ap.parse_args()
     if a.pin:
-        os.sched_setaffinity(0, {1})
-        PIN_SERVER = lambda: os.sched_setaffinity(0, {0})
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            print("bench: --pin needs two CPUs; running unpinned", flush=True)
+        else:
+            os.sched_setaffinity(0, set(cpus[1:]))
+            PIN_SERVER = lambda: os.sched_setaffinity(0, {cpus[0]})
     work = tempfile.mkdtemp(prefix="portcullis-bench.")
     extra = dict(e.split("=", 1) for e in a.env)
     server = Server(os.path.abspath(a.binary), work, **extra)
@@ -304,6 +311,8 @@ def main():
             scenarios = scenarios[:4]
         if a.only:
             scenarios = [s for s in scenarios if a.only in s[0]]
+            if not scenarios:
+                raise SystemExit(f"bench: no scenario's name contains {a.only!r}")
         for other in {s[2] for s in scenarios if len(s) > 2}:
             other.start()
         if eddsa.proc:

@@ -246,8 +246,8 @@ async fn a_client_change_on_one_node_reaches_the_other() {
     let secret = text(&made, "client_secret").to_owned();
     // Both nodes now hold the client.
     for node in [&first, &second] {
-        assert_eq!(cc_status(node, &id, &secret).await, 200);
-        assert_eq!(cc_status(node, &id, &secret).await, 200);
+        assert_eq!(node.client_credentials_status(&id, &secret).await, 200);
+        assert_eq!(node.client_credentials_status(&id, &secret).await, 200);
     }
     let (code, _) = call(
         &first,
@@ -259,16 +259,12 @@ async fn a_client_change_on_one_node_reaches_the_other() {
     .await;
     assert!(code.is_success(), "{code}");
     assert_eq!(
-        cc_status(&first, &id, &secret).await,
+        first.client_credentials_status(&id, &secret).await,
         401,
         "at once on the node that made the change"
     );
     assert!(
-        crate::rotation::refused_soon(|| cc_status(&second, &id, &secret)).await,
+        crate::rotation::refused_soon(|| second.client_credentials_status(&id, &secret)).await,
         "within the refresh interval on the other"
     );
-}
-
-async fn cc_status(node: &TestApp, id: &str, secret: &str) -> u16 {
-    node.client_credentials(id, secret).await.status().as_u16()
 }

@@ -194,6 +194,11 @@ impl TestApp {
     }
 
     /// A client_credentials access token for the client.
+    /// The status of a client-credentials request.
+    pub async fn client_credentials_status(&self, id: &str, secret: &str) -> u16 {
+        self.client_credentials(id, secret).await.status().as_u16()
+    }
+
     pub async fn token_for(&self, id: &str, secret: &str) -> String {
         let res = self.client_credentials(id, secret).await;
         assert_eq!(res.status(), 200);

@@ -392,7 +392,7 @@ async fn a_sign_in_posted_from_another_site_is_refused() {
 /// connection is never slowed for it.
 #[tokio::test]
 async fn a_connection_that_keeps_failing_is_slowed_until_it_succeeds() {
-    const TOKEN: &str = "a-metrics-token-of-thirty-two-characters-or-more";
+    use crate::observability::METRICS_TOKEN as TOKEN;
     let app = app_with(|s| {
         s.rate_limit.slow_failing_connections_after = 3;
         s.metrics.token = Some(TOKEN.into());
@@ -442,14 +442,7 @@ async fn a_connection_that_keeps_failing_is_slowed_until_it_succeeds() {
     assert_eq!(token("wrong").await.unwrap().status(), 401);
     assert_eq!(slowed().await, 2, "the success ended it");
     // The scrapes' own connection was never slowed, and a new one is not either.
-    let fresh = reqwest::Client::new()
-        .post(app.url("/oauth2/token"))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(fresh.status(), 200);
+    assert_eq!(app.client_credentials_status(&id, &secret).await, 200);
     assert_eq!(slowed().await, 2);
 }
 
@@ -494,7 +487,7 @@ async fn exchange(stream: &mut tokio::net::TcpStream, request: &str) -> Option<(
 /// not leave the body on the connection.
 #[tokio::test]
 async fn error_responses_keep_the_connection_open() {
-    let app = app_with(|s| s.rate_limit.per_ip = "5/1m".into()).await;
+    let app = app_with(|s| s.rate_limit.per_ip = "5/1d".into()).await;
     let (id, secret) = app.service_client("svc");
     let address = app.address;
     let basic = |id: &str, secret: &str| {

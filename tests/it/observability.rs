@@ -11,7 +11,7 @@ use crate::helpers::{
     PASSWORD, Server, TestApp, add_user, command, query_param, spawn_app, spawn_with, test_settings,
 };
 
-const METRICS_TOKEN: &str = "a-metrics-token-of-thirty-two-characters-or-more";
+pub(crate) const METRICS_TOKEN: &str = "a-metrics-token-of-thirty-two-characters-or-more";
 
 #[tokio::test]
 async fn metrics_count_requests_tokens_failures_and_refusals_behind_a_token() {
@@ -22,7 +22,7 @@ async fn metrics_count_requests_tokens_failures_and_refusals_behind_a_token() {
     let db = Arc::new(TestDatabase::from_env().unwrap());
     let mut settings = test_settings(&db);
     settings.metrics.token = Some(METRICS_TOKEN.into());
-    settings.rate_limit.per_client = "2/1m".into();
+    settings.rate_limit.per_client = "2/1d".into();
     let app = spawn_with(db, settings).await.unwrap();
     let (id, secret) = app.service_client("svc");
     app.token_for(&id, &secret).await;

@@ -119,100 +119,26 @@ fn held_client_authentication(bencher: Bencher) {
     use portcullis_core::client_auth::Presented;
     use portcullis_core::client_cache::ClientCache;
     use portcullis_core::model::ClientSecretRecord;
-    use portcullis_core::store::{ClientStore, StoreError};
-
-    /// One client with one secret, as a store would return it.
-    struct One(Client, ClientSecretRecord);
-    impl ClientStore for One {
-        fn create_client(
-            &self,
-            _: &Client,
-            _: Option<&ClientSecretRecord>,
-            _: Option<&portcullis_core::audit::AuditEvent>,
-            _: Option<&TokenHash>,
-        ) -> Result<(), StoreError> {
-            unreachable!()
-        }
-        fn registration_token(&self, _: &ClientId) -> Result<Option<TokenHash>, StoreError> {
-            Ok(None)
-        }
-        fn find_client(&self, _: &ClientId) -> Result<Option<Client>, StoreError> {
-            Ok(Some(self.0.clone()))
-        }
-        fn list_clients(
-            &self,
-            _: Option<&ClientId>,
-            _: u32,
-            _: Option<&str>,
-        ) -> Result<Vec<Client>, StoreError> {
-            Ok(vec![])
-        }
-        fn count_clients(&self) -> Result<u64, StoreError> {
-            Ok(1)
-        }
-        fn update_client(
-            &self,
-            _: &Client,
-            _: &portcullis_core::audit::AuditEvent,
-        ) -> Result<bool, StoreError> {
-            unreachable!()
-        }
-        fn delete_client(
-            &self,
-            _: &ClientId,
-            _: portcullis_core::UnixTime,
-            _: &portcullis_core::audit::AuditEvent,
-        ) -> Result<bool, StoreError> {
-            unreachable!()
-        }
-        fn longest_token_lifetime(&self) -> Result<Option<Duration>, StoreError> {
-            Ok(None)
-        }
-        fn rotate_client_secret(
-            &self,
-            _: &ClientId,
-            _: &ClientSecretRecord,
-            _: portcullis_core::UnixTime,
-            _: &portcullis_core::audit::AuditEvent,
-        ) -> Result<bool, StoreError> {
-            unreachable!()
-        }
-        fn revoke_client_secret(
-            &self,
-            _: &ClientId,
-            _: uuid::Uuid,
-            _: portcullis_core::UnixTime,
-            _: &portcullis_core::audit::AuditEvent,
-        ) -> Result<bool, StoreError> {
-            unreachable!()
-        }
-        fn client_secrets(
-            &self,
-            _: &ClientId,
-            _: portcullis_core::UnixTime,
-        ) -> Result<Vec<ClientSecretRecord>, StoreError> {
-            Ok(vec![self.1.clone()])
-        }
-        fn client_generation(&self) -> Result<i64, StoreError> {
-            Ok(1)
-        }
-    }
+    use portcullis_core::store::ClientStore;
+    use portcullis_core::testing::MemoryStore;
 
     let now = SystemClock.now();
     let secret = "kq3U2n8bq2Yb0o7yKxRzS0oJcH7q1m5Tg9WlXvA3fE4";
-    let store = One(
-        service_client(now),
-        ClientSecretRecord {
-            id: uuid::Uuid::nil(),
-            hash: TokenHash::of(secret),
-            created_at: now,
-            expires_at: None,
-        },
-    );
+    let client = service_client(now);
+    let store = MemoryStore::default();
+    let record = ClientSecretRecord {
+        id: uuid::Uuid::nil(),
+        hash: TokenHash::of(secret),
+        created_at: now,
+        expires_at: None,
+    };
+    store
+        .create_client(&client, Some(&record), None, None)
+        .unwrap();
     let cache = ClientCache::new(true);
     cache.observe(store.client_generation());
     let presented = Presented::Basic {
-        client_id: store.0.id.to_string(),
+        client_id: client.id.to_string(),
         secret: secret.to_owned(),
     };
     cache.load(&store, &presented, now).unwrap();

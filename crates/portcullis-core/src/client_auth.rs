@@ -1,7 +1,6 @@
 //! Client authentication at the token, introspection and revocation endpoints (RFC 6749 §2.3).
 //! High-entropy secrets are checked by a constant-time comparison of SHA-256 digests.
 
-use crate::clock::Clock;
 use crate::clock::UnixTime;
 use crate::domain::{ClientAuthMethod, ClientId};
 use crate::model::{Client, ClientSecretRecord};
@@ -38,22 +37,11 @@ impl Presented {
     }
 }
 
-/// The client, if it proved who it is with the method it registered. Every failure reads the
-/// same to the caller, so that a probe learns nothing about which client ids exist.
-pub fn authenticate(
-    store: &dyn ClientStore,
-    clock: &dyn Clock,
-    presented: &Presented,
-) -> Result<Client, OAuthError> {
-    let now = clock.now();
-    let (client, secrets) = lookup(store, presented, now)?;
-    check(client.as_ref(), &secrets, presented, now)?;
-    client.ok_or_else(|| failure(presented))
-}
-
-/// The client `presented` names and its secrets live at `now`. The same work whether or not
-/// the client exists: both lookups (the secrets only when one was presented; whether a client
-/// is public depends on the request, not on whether it exists).
+/// The client `presented` names and its secrets live at `now` (`client_cache` keeps them).
+/// The same work whether or not the client exists: both lookups (the secrets only when one
+/// was presented; whether a client is public depends on the request, not on whether it
+/// exists). Every failure reads the same to the caller ([`failure`]), so that a probe learns
+/// nothing about which client ids exist.
 pub fn lookup(
     store: &dyn ClientStore,
     presented: &Presented,

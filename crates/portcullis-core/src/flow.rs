@@ -220,6 +220,8 @@ pub trait FlowStore: Send + Sync {
         check: &mut dyn FnMut(&CodeRecord, &Grant) -> CodeCheck,
     ) -> Result<Redemption<(CodeRecord, Grant)>, StoreError>;
 
+    /// Stores a refresh token on its own. The code exchange stores the first one inside
+    /// `consume_code` instead; this serves set-up (the store contract's tests).
     fn add_refresh_token(&self, token: &RefreshRecord) -> Result<(), StoreError>;
     /// Marks `old` used and stores `new` in its family, exactly once; a second use of `old`
     /// revokes the family (the grant).

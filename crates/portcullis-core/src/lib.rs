@@ -27,8 +27,9 @@ pub mod store;
 pub mod totp;
 pub mod users;
 
-#[cfg(test)]
-mod testing;
+/// A fixed clock, a seeded generator and an in-memory store, for unit tests and benches.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use clock::{Clock, SystemClock, UnixTime};
 pub use random::{OsRandom, Random, RandomUnavailable};

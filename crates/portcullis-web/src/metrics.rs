@@ -86,12 +86,8 @@ impl Metrics {
     /// has its path as its pattern, so once it has been seen it is found by the path, without
     /// building the pattern (the token endpoint's case).
     fn observe(&self, path: &str, pattern: impl FnOnce() -> String, status: u16, seconds: f64) {
-        if let Some(r) = self
-            .routes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(path)
-        {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = routes.get(path) {
             if status == 429 {
                 bump(&self.rate_limited, path);
             }
@@ -102,6 +98,13 @@ impl Metrics {
         if status == 429 {
             bump(&self.rate_limited, route.as_str());
         }
+        // A route with parameters (or an unmatched path) is found by its pattern; the write
+        // lock only for a pattern seen for the first time.
+        if let Some(r) = routes.get(route.as_str()) {
+            r.observe(status, seconds);
+            return;
+        }
+        drop(routes);
         self.routes
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -435,15 +435,13 @@ pub async fn slow_failing_connections(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let state = req
-        .app_data::<actix_web::web::Data<crate::state::AppState>>()
-        .cloned();
-    let after = state
-        .as_ref()
-        .and_then(|s| s.limits.slow_failing_connections_after);
-    let (Some(after), Some(state), Some(strikes)) =
-        (after, state, req.conn_data::<Strikes>().cloned())
-    else {
+    let Some(state) = req.app_data::<actix_web::web::Data<crate::state::AppState>>() else {
+        return next.call(req).await;
+    };
+    let (Some(after), Some(strikes)) = (
+        state.limits.slow_failing_connections_after,
+        req.conn_data::<Strikes>().cloned(),
+    ) else {
         return next.call(req).await;
     };
     if let Some(delay) = failure_delay(strikes.0.get(), after) {

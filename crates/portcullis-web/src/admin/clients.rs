@@ -43,7 +43,7 @@ fn client_id(raw: &str) -> Result<ClientId, ApiError> {
     ClientId::parse(raw).map_err(|_| ApiError::not_found(format!("client {raw:?}")))
 }
 
-fn find_client(state: &AppState, id: &ClientId) -> Result<Client, ApiError> {
+pub fn find_client(state: &AppState, id: &ClientId) -> Result<Client, ApiError> {
     state
         .clients
         .find_client(id)?
@@ -248,32 +248,33 @@ pub fn change(
     metadata: ClientMetadata,
     registrar: Registrar,
 ) -> Result<Client, ApiError> {
-    change_with(state, id, metadata, registrar, &|details| {
+    let before = find_client(state, id)?;
+    change_with(state, &before, metadata, registrar, &|details| {
         caller
             .event("client.updated", client_subject(id), details)
             .for_client(id.as_str())
     })
 }
 
-/// Applies `metadata` to the client; `event` makes the audit record from its details.
+/// Applies `metadata` to `before` (the client as just read); `event` makes the audit record
+/// from its details.
 pub fn change_with(
     state: &AppState,
-    id: &ClientId,
+    before: &Client,
     metadata: ClientMetadata,
     registrar: Registrar,
     event: &dyn Fn(serde_json::Value) -> AuditEvent,
 ) -> Result<Client, ApiError> {
-    let before = find_client(state, id)?;
     let registration = metadata
-        .into_registration(Some(&before), registrar, &state.limits)
+        .into_registration(Some(before), registrar, &state.limits)
         .map_err(metadata_error)?;
-    let after = registration.applied_to(&before, state.clock.now());
+    let after = registration.applied_to(before, state.clock.now());
     let event = event(json!({
-        "before": clients::summary(&before),
+        "before": clients::summary(before),
         "after": clients::summary(&after),
     }));
     if !state.clients.update_client(&after, &event)? {
-        return Err(ApiError::not_found(format!("client {id}")));
+        return Err(ApiError::not_found(format!("client {}", before.id)));
     }
     Ok(after)
 }

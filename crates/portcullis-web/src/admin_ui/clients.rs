@@ -398,15 +398,7 @@ async fn find(
     InternalError,
 > {
     let st = state.clone();
-    blocking(move || {
-        let client = st
-            .clients
-            .find_client(&id)?
-            .ok_or_else(|| ApiError::not_found(format!("client {id}")))?;
-        let secrets = st.clients.client_secrets(&id, st.clock.now())?;
-        Ok((client, secrets))
-    })
-    .await
+    blocking(move || with_secrets(&st, &id)).await
 }
 
 use crate::admin::ApiError;
@@ -492,11 +484,7 @@ async fn rotate(
     let caller = admin.caller.clone();
     let rotated = blocking(move || {
         let (_, secret) = api::rotate(&st, &caller, &id, overlap)?;
-        let client = st
-            .clients
-            .find_client(&id)?
-            .ok_or_else(|| ApiError::not_found(format!("client {id}")))?;
-        let secrets = st.clients.client_secrets(&id, st.clock.now())?;
+        let (client, secrets) = with_secrets(&st, &id)?;
         Ok((client, secrets, secret))
     })
     .await?;
@@ -571,4 +559,14 @@ async fn delete(
         Ok(()) => Ok(pages::see_other("/admin/clients?done=client-deleted")),
         Err(e) => Ok(api_error(&req, e)),
     }
+}
+
+/// The client and its live secrets, as the client page shows them.
+fn with_secrets(
+    st: &AppState,
+    id: &ClientId,
+) -> Result<(Client, Vec<portcullis_core::model::ClientSecretRecord>), ApiError> {
+    let client = api::find_client(st, id)?;
+    let secrets = st.clients.client_secrets(id, st.clock.now())?;
+    Ok((client, secrets))
 }

@@ -170,9 +170,7 @@ pub async fn create(
     let caller = as_caller(&req, &state, &user);
     // A key that can administer, or read the audit log, is worth a second look (SECURITY-CASES
     // 74): the password or a fresh code again.
-    let privileged =
-        !portcullis_core::rbac::Permissions::of_scopes(form.scopes.iter().map(String::as_str))
-            .is_empty();
+    let privileged = !Permissions::of_scopes(form.scopes.iter().map(String::as_str)).is_empty();
     if privileged
         && !crate::admin_ui::reauthenticate_user(
             &state,

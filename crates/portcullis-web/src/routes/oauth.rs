@@ -374,14 +374,22 @@ async fn authenticated(
     presented: Presented,
 ) -> Result<Arc<Client>, OAuthErrorResponse> {
     let now = state.clock.now();
-    let client = match state.client_cache.authenticate(&presented, now) {
-        Some(answer) => answer.map_err(OAuthErrorResponse::from)?,
+    let held = state
+        .client_cache
+        .authenticate(&presented, now)
+        .transpose()?;
+    let client = match held {
+        Some(client) => client,
         None => {
             let st = state.clone();
-            blocking(move || st.client_cache.load(st.clients.as_ref(), &presented, now)).await?
+            let client =
+                blocking(move || st.client_cache.load(st.clients.as_ref(), &presented, now))
+                    .await?;
+            on_loaded(state, &client);
+            client
         }
     };
-    on_authenticated(state, &client);
+    record_client(&client);
     Ok(client)
 }
 
@@ -393,12 +401,12 @@ async fn with_client<T: Send + 'static>(
     act: impl FnOnce(&AppState, &Client) -> Result<T, OAuthError> + Send + 'static,
 ) -> Result<T, OAuthErrorResponse> {
     let now = state.clock.now();
-    let held = match state.client_cache.authenticate(&presented, now) {
-        Some(answer) => Some(answer.map_err(OAuthErrorResponse::from)?),
-        None => None,
-    };
+    let held = state
+        .client_cache
+        .authenticate(&presented, now)
+        .transpose()?;
     if let Some(client) = &held {
-        on_authenticated(state, client);
+        record_client(client);
     }
     let st = state.clone();
     // The closure runs on a blocking thread, outside the request's span: carry it across.
@@ -409,7 +417,8 @@ async fn with_client<T: Send + 'static>(
                 Some(client) => client,
                 None => {
                     let client = st.client_cache.load(st.clients.as_ref(), &presented, now)?;
-                    on_authenticated(&st, &client);
+                    record_client(&client);
+                    on_loaded(&st, &client);
                     client
                 }
             };
@@ -419,10 +428,14 @@ async fn with_client<T: Send + 'static>(
     .await
 }
 
-/// What follows a successful client authentication: the span names the client, and its
-/// rate-limit tier is remembered.
-fn on_authenticated(state: &AppState, client: &Client) {
+/// The request's span names the client that authenticated.
+fn record_client(client: &Client) {
     tracing::Span::current().record("client_id", client.id.as_str());
+}
+
+/// A client read from the database: its rate-limit tier is remembered. (A client held in
+/// memory was remembered when it was read, and is read again after any change.)
+fn on_loaded(state: &AppState, client: &Client) {
     state.remember_client_quota(client.id.as_str(), tier_of(client));
 }
 

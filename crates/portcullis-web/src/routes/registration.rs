@@ -28,22 +28,30 @@ fn registration_error(e: ApiError) -> ApiError {
     }
 }
 
-/// The metadata in a registration request: fields we do not know are ignored (RFC 7591
-/// §2), those of an operator refused, the rest parsed as the admin API does.
+/// The metadata in a registration request, and the fields we do not know, which are ignored
+/// (RFC 7591 §2). Those of an operator are refused, the rest parsed as the admin API does.
 fn metadata_of(
     req: &HttpRequest,
     body: &[u8],
 ) -> Result<(Map<String, Value>, ClientMetadata), ApiError> {
-    let mut fields: Map<String, Value> = json_body(req, body).map_err(registration_error)?;
-    let raw = fields.clone();
-    fields.retain(|k, _| {
+    let fields: Map<String, Value> = json_body(req, body).map_err(registration_error)?;
+    let (known, unknown): (Map<_, _>, Map<_, _>) = fields.into_iter().partition(|(k, _)| {
         SELF_SERVICE_FIELDS.contains(&k.as_str()) || OPERATOR_FIELDS.contains(&k.as_str())
     });
-    let metadata: ClientMetadata = serde_path_to_error::deserialize(Value::Object(fields))
-        .map_err(|e| {
+    let metadata: ClientMetadata =
+        serde_path_to_error::deserialize(Value::Object(known)).map_err(|e| {
             ApiError::field(&e.path().to_string(), e.inner()).with_code("invalid_client_metadata")
         })?;
-    Ok((raw, metadata))
+    Ok((unknown, metadata))
+}
+
+/// Where a client manages its registration (RFC 7592).
+fn registration_uri(state: &AppState, id: &ClientId) -> String {
+    format!("{}{}/{}", state.issuer, paths::REGISTER, id)
+}
+
+fn disabled() -> ApiError {
+    ApiError::not_found("registration endpoint; dynamic registration is off")
 }
 
 /// The answer about a client's registration (RFC 7591 §3.2.1, RFC 7592 §3).
@@ -74,8 +82,7 @@ fn registration_json(
         body["client_secret_expires_at"] = 0.into();
     }
     body["registration_access_token"] = token.into();
-    body["registration_client_uri"] =
-        format!("{}{}/{}", state.issuer, paths::REGISTER, client.id).into();
+    body["registration_client_uri"] = registration_uri(state, &client.id).into();
     body
 }
 
@@ -115,33 +122,28 @@ fn event(
 /// `POST /oauth2/register`.
 pub async fn register(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> ApiResult {
     let Some(expected) = &state.registration else {
-        return Err(ApiError::not_found(
-            "registration endpoint; dynamic registration is off",
-        ));
+        return Err(disabled());
     };
     if !expected.matches(&bearer(&req)?) {
         return Err(ApiError::invalid_token(
             "the initial access token is not valid",
         ));
     }
-    let (raw, mut metadata) = metadata_of(&req, &body)?;
+    let (unknown, mut metadata) = metadata_of(&req, &body)?;
     if metadata.client_name.is_none() {
         // Names are unique; one a client does not give is made up.
-        let suffix: [u8; 4] =
-            portcullis_core::random::bytes(state.rng.as_ref()).map_err(ApiError::internal)?;
-        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-        metadata.client_name = Some(format!("Registered client {suffix}"));
+        let suffix =
+            portcullis_core::random::bytes::<4>(state.rng.as_ref()).map_err(ApiError::internal)?;
+        metadata.client_name = Some(format!(
+            "Registered client {}",
+            portcullis_core::secret::hex(&suffix)
+        ));
     }
-    let ignored: Vec<&str> = raw
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !SELF_SERVICE_FIELDS.contains(k) && !OPERATOR_FIELDS.contains(k))
-        .collect();
-    let ignored = Value::from(ignored);
+    let ignored = Value::from(unknown.keys().map(String::as_str).collect::<Vec<_>>());
     let st = state.clone();
     let origin = crate::audit::Origin::of(&req, &state);
     let made = blocking(move || {
-        let made = register_with(&st, metadata, Registrar::Client, &|c| {
+        register_with(&st, metadata, Registrar::Client, &|c| {
             event(
                 &origin,
                 "client.registered",
@@ -150,16 +152,12 @@ pub async fn register(req: HttpRequest, state: web::Data<AppState>, body: web::B
                 serde_json::json!({ "client": portcullis_core::clients::summary(c), "ignored_fields": ignored }),
             )
         })
-        .map_err(registration_error)?;
-        Ok(made)
     })
     .await?;
     let token = made.registration_token.unwrap_or_default();
     let body = registration_json(&state, &made.client, made.secret.as_deref(), &token);
     let mut res = answer(StatusCode::CREATED, &body);
-    if let Ok(location) =
-        HeaderValue::from_str(body["registration_client_uri"].as_str().unwrap_or_default())
-    {
+    if let Ok(location) = HeaderValue::from_str(&registration_uri(&state, &made.client.id)) {
         res.headers_mut().insert(header::LOCATION, location);
     }
     Ok(res)
@@ -173,9 +171,7 @@ async fn authorised(
     raw_id: &str,
 ) -> Result<(Client, String), ApiError> {
     if state.registration.is_none() {
-        return Err(ApiError::not_found(
-            "registration endpoint; dynamic registration is off",
-        ));
+        return Err(disabled());
     }
     let presented = bearer(req)?;
     let refused =
@@ -218,8 +214,8 @@ pub async fn replace(
     body: web::Bytes,
 ) -> ApiResult {
     let (client, token) = authorised(&req, &state, &id).await?;
-    let (raw, mut metadata) = metadata_of(&req, &body)?;
-    match raw.get("client_id") {
+    let (unknown, mut metadata) = metadata_of(&req, &body)?;
+    match unknown.get("client_id") {
         Some(Value::String(given)) if given == client.id.as_str() => {}
         _ => {
             return Err(ApiError::field("client_id", "must be the client's own id")
@@ -237,18 +233,16 @@ pub async fn replace(
     metadata.scope.get_or_insert_with(|| "openid".into());
     let st = state.clone();
     let origin = crate::audit::Origin::of(&req, &state);
-    let cid = client.id.clone();
     let changed = blocking(move || {
-        change_with(&st, &cid, metadata, Registrar::Client, &|details| {
+        change_with(&st, &client, metadata, Registrar::Client, &|details| {
             event(
                 &origin,
                 "client.updated",
-                client_subject(&cid),
-                &cid,
+                client_subject(&client.id),
+                &client.id,
                 details,
             )
         })
-        .map_err(registration_error)
     })
     .await?;
     Ok(answer(
